@@ -1,0 +1,5 @@
+import sys
+
+from kerasport.cli import main
+
+sys.exit(main())

@@ -1,0 +1,34 @@
+"""`kerasport export MODEL.keras -o BUNDLE_DIR [--opset N]`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kerasport.export.onnx import DEFAULT_OPSET
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export model.keras to an ONNX bundle, checked against Keras",
+        description="Export a Keras classifier to a bundle (model.onnx + manifest.json). "
+        "The bundle is compared with Keras on a probe batch and written only if it agrees.",
+    )
+    parser.add_argument("model", type=Path, help="the saved Keras model (model.keras)")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="bundle directory to write")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kerasport.export import export_bundle
+    from kerasport.manifest import read_manifest
+
+    bundle = export_bundle(args.model, args.out, opset=args.opset)
+    manifest = read_manifest(bundle)
+    print(
+        f"wrote {bundle}: {manifest.num_features} features -> {manifest.num_classes} classes, "
+        f"backends: {', '.join(manifest.artifacts)}"
+    )
+    return 0

@@ -1,0 +1,46 @@
+"""Serve an exported bundle with the Keras calling convention, without TensorFlow.
+
+    classifier = kerasport.runtime.load("bundle/")
+    probabilities = kerasport.runtime.classify(classifier, examples, batch_size=128)
+
+Importing this package loads numpy only; the backend's engine is imported by `load`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasport.errors import InputError
+from kerasport.manifest import read_manifest
+from kerasport.runtime.backends import BACKENDS, open_runner
+from kerasport.runtime.classifier import Classifier
+
+__all__ = ["BACKENDS", "Classifier", "available_backends", "classify", "load"]
+
+
+def load(bundle_dir: str | Path, backend: str = "onnxruntime", threads: int = 1) -> Classifier:
+    """Open a bundle on one backend after checking its manifest and artifact checksums.
+
+    `threads` defaults to 1 because DeepVariant runs one process per core.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InputError(f"threads must be a positive integer; got {threads!r}")
+    bundle = Path(bundle_dir)
+    manifest = read_manifest(bundle)
+    runner = open_runner(backend, bundle, manifest, threads)
+    return Classifier(runner, manifest.num_features, manifest.num_classes, backend)
+
+
+def available_backends(bundle_dir: str | Path) -> list[str]:
+    """Backends this runtime can serve from the bundle's artifacts."""
+    artifacts = read_manifest(bundle_dir).artifacts
+    return [name for name in BACKENDS if name in artifacts]
+
+
+def classify(classifier: Any, examples: Any, batch_size: int) -> np.ndarray:
+    """DeepVariant's `small_model.inference.classify`: predict in chunks of `batch_size`."""
+    result: np.ndarray = classifier.predict(examples, batch_size=batch_size, verbose=0)
+    return result

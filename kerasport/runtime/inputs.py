@@ -1,0 +1,56 @@
+"""Turn what callers pass as examples into float32 chunks, checking them on the way.
+
+DeepVariant hands `np.array(list_of_int_lists)` (int64); other callers pass float arrays or
+plain lists. Keras converts all of these to float32 with a plain cast, so we do the same, one
+chunk at a time, so that checking a million rows never needs a second full-size copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kerasport.errors import InputError
+
+_NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+
+
+def as_examples_array(examples: Any, num_features: int) -> np.ndarray:
+    """View `examples` as a 2-D numeric array of shape (N, num_features), without copying arrays."""
+    if isinstance(examples, np.ndarray):
+        array = examples
+    else:
+        try:
+            array = np.asarray(examples)
+        except ValueError as exc:  # ragged lists
+            raise InputError(f"examples are not a rectangular table of numbers: {exc}") from exc
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise InputError(
+            f"examples must be numeric (int or float); got dtype {array.dtype}"
+        )
+    if array.ndim == 1 and array.size == 0:
+        array = array.reshape(0, num_features)
+    if array.ndim != 2:
+        raise InputError(
+            f"examples must be 2-D (rows, {num_features} features); got {array.ndim}-D "
+            f"array of shape {array.shape}"
+        )
+    if array.shape[1] != num_features:
+        raise InputError(
+            f"examples have {array.shape[1]} features per row; this model takes {num_features}"
+        )
+    return array
+
+
+def float32_chunk(chunk: np.ndarray, first_row: int) -> np.ndarray:
+    """Cast one chunk to C-contiguous float32 and refuse NaN or infinity, naming the row."""
+    converted = np.ascontiguousarray(chunk, dtype=np.float32)
+    if chunk.dtype.kind == "f" and not np.isfinite(converted).all():
+        bad = np.flatnonzero(~np.isfinite(converted).all(axis=1))[0]
+        value = converted[bad][~np.isfinite(converted[bad])][0]
+        raise InputError(
+            f"examples row {first_row + bad} contains {value} (NaN or infinity after the "
+            f"float32 cast); examples must be finite"
+        )
+    return converted
