@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasport.errors import ExportError, InputError
 from kerasport.export.bundle import write_atomically
 from kerasport.export.check import DEFAULT_ATOL, check_agreement, keras_predict, probe_examples
 from kerasport.export.keras_model import classifier_shape, load_keras_model
@@ -76,7 +77,11 @@ def _check_bundle(bundle: Path, probe: np.ndarray, reference: np.ndarray, atol: 
     from kerasport import runtime
 
     classifier = runtime.load(bundle)
-    check_agreement(reference, classifier.predict(probe, batch_size=128), atol)
+    try:
+        candidate = classifier.predict(probe, batch_size=128)
+    except InputError as exc:
+        raise ExportError(f"the probe batch is unusable: {exc}") from exc
+    check_agreement(reference, candidate, atol)
 
 
 def _library_versions() -> dict[str, str]:

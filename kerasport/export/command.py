@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", type=Path, help="the saved Keras model (model.keras)")
     parser.add_argument("-o", "--out", type=Path, required=True, help="bundle directory to write")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -29,7 +29,7 @@ class Classifier:
         self.backend = backend
 
     def predict(self, examples: Any, batch_size: int | None = 128, verbose: Any = 0) -> np.ndarray:
-        """Class probabilities, float32 of shape (N, num_classes); `verbose` is accepted and ignored."""
+        """Class probabilities, float32 (N, num_classes); `verbose` is accepted, ignored."""
         del verbose  # accepted for Keras compatibility; nothing is printed
         if batch_size is None:
             batch_size = 32  # Keras' own default

@@ -26,9 +26,7 @@ def as_examples_array(examples: Any, num_features: int) -> np.ndarray:
         except ValueError as exc:  # ragged lists
             raise InputError(f"examples are not a rectangular table of numbers: {exc}") from exc
     if array.dtype.kind not in _NUMERIC_KINDS:
-        raise InputError(
-            f"examples must be numeric (int or float); got dtype {array.dtype}"
-        )
+        raise InputError(f"examples must be numeric (int or float); got dtype {array.dtype}")
     if array.ndim == 1 and array.size == 0:
         array = array.reshape(0, num_features)
     if array.ndim != 2:
@@ -45,7 +43,8 @@ def as_examples_array(examples: Any, num_features: int) -> np.ndarray:
 
 def float32_chunk(chunk: np.ndarray, first_row: int) -> np.ndarray:
     """Cast one chunk to C-contiguous float32 and refuse NaN or infinity, naming the row."""
-    converted = np.ascontiguousarray(chunk, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+        converted = np.ascontiguousarray(chunk, dtype=np.float32)
     if chunk.dtype.kind == "f" and not np.isfinite(converted).all():
         bad = np.flatnonzero(~np.isfinite(converted).all(axis=1))[0]
         value = converted[bad][~np.isfinite(converted[bad])][0]

@@ -48,4 +48,6 @@ class OnnxRuntimeRunner:
 
 
 def open_runner(bundle_dir: Path, manifest: Manifest, threads: int) -> OnnxRuntimeRunner:
-    return OnnxRuntimeRunner(checked_artifact_path(bundle_dir, manifest, "onnxruntime"), manifest, threads)
+    return OnnxRuntimeRunner(
+        checked_artifact_path(bundle_dir, manifest, "onnxruntime"), manifest, threads
+    )

@@ -1,0 +1,148 @@
+"""Export: what it writes, what it refuses, and that it never leaves a partial bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from kerasport.errors import ExportError
+from kerasport.export import export_bundle
+from kerasport.export.check import check_agreement
+from kerasport.manifest import read_manifest, sha256_file
+
+pytestmark = pytest.mark.slow
+
+
+def test_manifest_records_shape_versions_and_checksums(trained_models, bundles):
+    manifest = read_manifest(bundles["long_read"])
+    assert (manifest.num_features, manifest.num_classes) == (106, 3)
+    assert manifest.source_sha256 == sha256_file(trained_models["long_read"])
+    artifact = manifest.artifacts["onnxruntime"]
+    assert artifact.sha256 == sha256_file(bundles["long_read"] / artifact.file)
+    assert artifact.details == {"opset": 17, "ir_version": 8}
+    assert {"keras", "tf2onnx", "onnx", "onnxruntime"} <= set(manifest.versions)
+
+
+def test_onnx_graph_has_dynamic_batch_and_loads_on_old_runtimes(bundles):
+    import onnx
+
+    model = onnx.load(bundles["wgs"] / "model.onnx")
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert not dims[0].HasField("dim_value") and dims[1].dim_value == 70
+    assert model.ir_version <= 11  # onnxruntime 1.23 (DeepVariant's images) reads IR <= 11
+
+
+def test_cli_export_and_errors(trained_models, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = tmp_path / "cli-bundle"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kerasport",
+            "export",
+            str(trained_models["somatic"]),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "94 features -> 3 classes" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "kerasport", "export", str(tmp_path / "none.keras"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert missing.returncode == 2
+    assert "Keras model file not found" in missing.stderr
+
+
+def test_model_with_unregistered_custom_metric_loads(tmp_path):
+    """DeepVariant's saved compile config names metrics this process has never registered."""
+    script = f"""
+import keras
+@keras.saving.register_keras_serializable(package="dv")
+def f1_like(y_true, y_pred):
+    return keras.ops.mean(y_pred)
+m = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax")])
+m.compile(optimizer="adam", loss="categorical_crossentropy", metrics=[f1_like])
+m.save({str(tmp_path / "custom.keras")!r})
+"""
+    subprocess.run(
+        [sys.executable, "-c", script], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
+    bundle = export_bundle(tmp_path / "custom.keras", tmp_path / "custom")
+    assert read_manifest(bundle).num_features == 5
+
+
+def test_disagreeing_export_writes_nothing_and_keeps_old_bundle(trained_models, tmp_path):
+    out = export_bundle(trained_models["somatic"], tmp_path / "b")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    nan_probe = np.full((4, 94), np.nan, np.float32)  # fails after the files are written
+    with pytest.raises(ExportError, match="probe batch is unusable"):
+        export_bundle(trained_models["somatic"], out, probe=nan_probe)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary left behind
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_bundle(trained_models, tmp_path):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "data.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not a kerasport bundle"):
+        export_bundle(trained_models["somatic"], tmp_path / "precious")
+    assert (tmp_path / "precious" / "data.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("opset", [5, 30])
+def test_opset_out_of_range(trained_models, tmp_path, opset):
+    with pytest.raises(ExportError, match=f"opset {opset} is outside"):
+        export_bundle(trained_models["somatic"], tmp_path / "b", opset=opset)
+
+
+def test_export_killed_midway_leaves_no_bundle(trained_models, tmp_path):
+    """SIGKILL as soon as the temporary directory appears: `out` must not exist."""
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerasport", "export", str(trained_models["wgs"]), "-o", str(out)],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".killed.partial-*")):
+        assert proc.poll() is None, "export finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    partial = next(tmp_path.glob(".killed.partial-*"))
+    assert not (partial / "manifest.json").exists() or json.loads(
+        (partial / "manifest.json").read_text()
+    )
+
+
+def test_check_agreement_refuses_differences_and_moved_argmax():
+    reference = np.array([[0.9, 0.05, 0.05], [0.5, 0.5, 0.0]], np.float32)
+    check_agreement(reference, reference[:, ::-1][:, ::-1].copy())
+    with pytest.raises(ExportError, match=re.escape("max |difference| 0.001")):
+        check_agreement(reference, reference + np.float32(1e-3))
+    swapped = reference.copy()
+    swapped[1] = [0.5 - 1e-6, 0.5 + 1e-6, 0.0]  # a tie at this tolerance: forgiven
+    check_agreement(reference, swapped)
+    with pytest.raises(ExportError, match="shape"):
+        check_agreement(reference, reference[:1])
+    with pytest.raises(ExportError, match="disagrees"):
+        check_agreement(reference, np.full_like(reference, np.nan))

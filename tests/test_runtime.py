@@ -1,0 +1,147 @@
+"""Runtime contract: clear errors for bad input and bad bundles, bounded memory, no TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kerasport.runtime
+from kerasport.errors import BundleError, InputError
+from kerasport.manifest import MANIFEST_NAME
+
+
+@pytest.fixture(scope="module")
+def classifier(bundles):
+    return kerasport.runtime.load(bundles["somatic"])
+
+
+@pytest.fixture
+def bundle_copy(bundles, tmp_path) -> Path:
+    return Path(shutil.copytree(bundles["somatic"], tmp_path / "bundle"))
+
+
+@pytest.mark.parametrize(
+    ("examples", "message"),
+    [
+        (np.zeros((3, 93), np.int64), "have 93 features per row; this model takes 94"),
+        (np.zeros((3, 2, 94), np.int64), "must be 2-D"),
+        (np.zeros(94, np.int64), "must be 2-D"),
+        (np.array([["a"] * 94]), "must be numeric"),
+        (np.zeros((2, 94), np.complex64), "must be numeric"),
+        ([[1, 2], [3]], "not a rectangular table"),
+    ],
+)
+def test_bad_shapes_and_types_are_named(classifier, examples, message):
+    with pytest.raises(InputError, match=message):
+        classifier.predict(examples)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e300])
+def test_non_finite_values_name_their_row(classifier, bad):
+    x = np.zeros((300, 94), np.float64)
+    x[200, 5] = bad
+    with pytest.raises(InputError, match=r"row 200 contains .*must be finite"):
+        classifier.predict(x, batch_size=128)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_bad_batch_size(classifier, batch_size):
+    with pytest.raises(InputError, match="batch_size must be a positive integer"):
+        classifier.predict(np.zeros((2, 94)), batch_size=batch_size)
+
+
+def test_training_call_is_refused(classifier):
+    with pytest.raises(InputError, match="inference only"):
+        classifier(np.zeros((2, 94)), training=True)
+
+
+def test_missing_bundle(tmp_path):
+    with pytest.raises(BundleError, match="bundle directory not found"):
+        kerasport.runtime.load(tmp_path / "nope")
+
+
+def test_missing_manifest(bundle_copy):
+    (bundle_copy / MANIFEST_NAME).unlink()
+    with pytest.raises(BundleError, match=r"has no manifest\.json"):
+        kerasport.runtime.load(bundle_copy)
+
+
+def test_unreadable_manifest(bundle_copy):
+    (bundle_copy / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(BundleError, match="unreadable bundle manifest"):
+        kerasport.runtime.load(bundle_copy)
+
+
+def test_future_format_version(bundle_copy):
+    path = bundle_copy / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["format_version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="format version 99 is not supported"):
+        kerasport.runtime.load(bundle_copy)
+
+
+def test_tampered_artifact_is_refused(bundle_copy):
+    model = bundle_copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-10] ^= 0x01  # one bit of one weight
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="modified after export"):
+        kerasport.runtime.load(bundle_copy)
+
+
+def test_missing_artifact(bundle_copy):
+    (bundle_copy / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="artifact missing"):
+        kerasport.runtime.load(bundle_copy)
+
+
+def test_unknown_backend(bundles):
+    with pytest.raises(BundleError, match="unknown backend 'nope'"):
+        kerasport.runtime.load(bundles["somatic"], backend="nope")
+
+
+def test_available_backends(bundles):
+    assert kerasport.runtime.available_backends(bundles["somatic"]) == ["onnxruntime"]
+
+
+def test_memory_stays_bounded_for_a_million_rows(classifier):
+    """Chunking: numpy allocations beyond the (N, 3) output stay far below the 40 MB budget.
+
+    tracemalloc sees numpy's buffers (inputs, casts, outputs), not ONNX Runtime's arena; the
+    benchmark measures whole-process resident memory.
+    """
+    rows = 1_000_000
+    examples = np.broadcast_to(np.arange(94, dtype=np.int64), (rows, 94))  # no input memory
+    tracemalloc.start()
+    try:
+        result = classifier.predict(examples, batch_size=128)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.shape == (rows, 3)
+    assert peak - result.nbytes < 1_000_000
+
+
+def test_runtime_imports_no_tensorflow_keras_or_tvm(bundles):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        import kerasport.runtime
+        c = kerasport.runtime.load({str(bundles["somatic"])!r})
+        kerasport.runtime.classify(c, np.zeros((5, 94), np.int64), batch_size=128)
+        loaded = {{m.split(".")[0] for m in sys.modules}}
+        heavy = loaded & {{"tensorflow", "keras", "tvm", "jax", "tf2onnx", "onnx"}}
+        assert not heavy, heavy
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)

@@ -1,0 +1,56 @@
+"""The runtime in DeepVariant's images: Python 3.10, numpy 1.x, onnxruntime 1.23.
+
+`make test` builds that environment (`.venv-py310`) when a Python 3.10 is on the machine and
+points KERASPORT_PY310 at its interpreter; without it this test is skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, synthetic_examples
+
+import kerasport.runtime
+
+PY310 = os.environ.get("KERASPORT_PY310", "")
+
+
+@pytest.mark.skipif(
+    not PY310, reason="KERASPORT_PY310 unset: no Python 3.10 runtime env (make test builds one)"
+)
+def test_bundle_loads_and_answers_identically_on_python310_numpy1_ort123(bundles, tmp_path: Path):
+    x, _ = synthetic_examples(70, 300, seed=11)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", kerasport.runtime.load(bundles["wgs"]).predict(x))
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np, onnxruntime
+        assert sys.version_info[:2] == (3, 10), sys.version
+        assert np.__version__.startswith("1."), np.__version__
+        assert onnxruntime.__version__.startswith("1.23."), onnxruntime.__version__
+        import kerasport.runtime
+        c = kerasport.runtime.load({str(bundles["wgs"])!r})
+        x = np.load({str(tmp_path / "x.npy")!r})
+        got = kerasport.runtime.classify(c, x, batch_size=128)
+        expected = np.load({str(tmp_path / "expected.npy")!r})
+        assert got.dtype == np.float32 and got.shape == (300, 3)
+        assert (got.argmax(1) == expected.argmax(1)).all()
+        assert np.abs(got - expected).max() <= 1e-6, np.abs(got - expected).max()
+        assert not {{"tensorflow", "keras", "tvm"}} & {{m.split(".")[0] for m in sys.modules}}
+        print("py310 ok", sys.version.split()[0], np.__version__, onnxruntime.__version__)
+        """
+    )
+    done = subprocess.run(
+        [PY310, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "py310 ok 3.10" in done.stdout
