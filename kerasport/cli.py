@@ -9,14 +9,17 @@ from kerasport.errors import KerasportError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kerasport import demo
     from kerasport.export import command as export_command
+    from kerasport.featurize import command as featurize_command
 
     parser = argparse.ArgumentParser(
         prog="kerasport",
         description="Export a small Keras classifier to ONNX, serve it, and verify it.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
-    export_command.register(subparsers)
+    for stage in (featurize_command, export_command, demo):
+        stage.register(subparsers)
     return parser
 
 

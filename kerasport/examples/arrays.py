@@ -1,0 +1,116 @@
+"""NumPy formats: `.npy` (one features table) and `.npz` (features plus labels and names).
+
+Pickled object arrays are refused (allow_pickle=False): an examples file is data, and
+loading it must never run code.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from kerasport.examples.model import Examples, ExamplesError, as_int64_features
+
+FEATURES_KEY = "features"
+LABELS_KEY = "labels"
+NAMES_KEY = "feature_names"
+POSITIONS_KEY = "positions"
+
+# A fixed timestamp keeps `.npz` files byte-identical from run to run (np.savez stamps now).
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as exc:
+        raise ExamplesError(f"{path}: not a numeric .npy array ({exc})") from exc
+    except OSError as exc:
+        raise ExamplesError(f"{path}: unreadable .npy file ({exc})") from exc
+    if not isinstance(array, np.ndarray):
+        raise ExamplesError(f"{path}: not a .npy array")
+    return array
+
+
+def read_npy(path: Path) -> Examples:
+    """Read a whole `.npy` table; only features, as the format holds one array."""
+    return Examples(as_int64_features(_load_npy(path, mmap=False), str(path)))
+
+
+def iter_npy(path: Path, rows: int) -> Iterator[np.ndarray]:
+    """Stream a `.npy` table through a memory map, so memory stays at one chunk."""
+    array = _load_npy(path, mmap=True)
+    if array.ndim != 2:
+        raise ExamplesError(f"{path}: expected a 2-D table (rows, features); got {array.shape}")
+    for start in range(0, array.shape[0], rows):
+        yield as_int64_features(array[start : start + rows], f"{path} rows {start}+")
+
+
+def _open_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except ValueError as exc:
+        raise ExamplesError(f"{path}: not a numeric .npz archive ({exc})") from exc
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ExamplesError(f"{path}: unreadable .npz file ({exc})") from exc
+
+
+def _npz_features(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    if FEATURES_KEY in arrays:
+        return arrays[FEATURES_KEY]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    raise ExamplesError(
+        f"{path}: no {FEATURES_KEY!r} array; it holds {sorted(arrays) or 'nothing'}"
+    )
+
+
+def read_npz(path: Path) -> Examples:
+    """Read `features` (or the only array), and `labels`, `feature_names`, `positions`."""
+    arrays = _open_npz(path)
+    features = as_int64_features(_npz_features(path, arrays), f"{path}: features")
+    names = arrays.get(NAMES_KEY)
+    try:
+        return Examples(
+            features,
+            labels=arrays.get(LABELS_KEY),
+            feature_names=None if names is None else [str(n) for n in names.reshape(-1)],
+            positions=arrays.get(POSITIONS_KEY),
+        )
+    except ExamplesError as exc:
+        raise ExamplesError(f"{path}: {exc}") from exc
+
+
+def iter_npz(path: Path, rows: int) -> Iterator[np.ndarray]:
+    """Chunks of a `.npz` features array; the array itself is loaded whole (zip members
+    cannot be memory-mapped), which callers streaming millions of rows should prefer .npy for.
+    """
+    features = as_int64_features(_npz_features(path, _open_npz(path)), f"{path}: features")
+    for start in range(0, features.shape[0], rows):
+        yield features[start : start + rows]
+
+
+def write_npy(examples: Examples, path: Path) -> None:
+    np.save(path, examples.features, allow_pickle=False)
+
+
+def write_npz(examples: Examples, path: Path) -> None:
+    """Write every field the examples carry, byte-identical for identical examples."""
+    arrays: dict[str, np.ndarray] = {FEATURES_KEY: examples.features}
+    if examples.labels is not None:
+        arrays[LABELS_KEY] = examples.labels
+    if examples.feature_names is not None:
+        arrays[NAMES_KEY] = np.array(examples.feature_names, dtype=np.str_)
+    if examples.positions is not None:
+        arrays[POSITIONS_KEY] = examples.positions
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, array in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array),
+                                          allow_pickle=False)
