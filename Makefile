@@ -27,7 +27,7 @@ demo: $(BIN)/.installed
 	$(BIN)/kerasport demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check kerasport tests benchmarks
+	$(BIN)/ruff check kerasport tests benchmarks scripts
 	$(BIN)/mypy kerasport
 
 test: $(BIN)/.installed $(PY310_VENV)/.installed lint

@@ -5,8 +5,9 @@
 Featurizes NA12878 chr20:10,000,000-10,100,000 and labels every candidate against the GIAB
 truth VCF (a candidate the truth lacks is REF). The confident BED shipped with this data covers
 only 9.7 kb of the 100 kb (10,000,846-10,010,531, 56 examples), too little to train or hold out
-on, so it is not applied here; `kerasport featurize --confident` applies it. Then it trains a DeepVariant-shaped small model (Dense 750 relu, Dense 750 relu, Dense 3
-softmax, Adam) on the first half of the region, evaluates it on the second half, and writes
+on, so it is not applied here; `kerasport featurize --confident` applies it. Then it trains
+a DeepVariant-shaped small model (Dense 750 relu, Dense 750 relu, Dense 3 softmax, Adam) on
+the first half of the region, evaluates it on the second half, and writes
 `kerasport/assets/model.keras` and `kerasport/assets/examples.npz`. Seeded: the same inputs
 give the same model on the same machine and library versions.
 """

@@ -1,0 +1,266 @@
+"""`kerasport verify`: the command-line face of `verify_bundle` and `merge_reports`.
+
+Exit status is the verdict: 0 when every backend passes, 1 when any fails (an arg-max
+change, a gate flip, unusable probabilities, a batch-size or rerun difference, or a max ULP
+above --max-ulp), 2 for a usage or input error. Every tolerance is an option with its
+default shown in --help; none is applied silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from kerasport.errors import KerasportError
+from kerasport.verify.core import DEFAULT_CHUNK_ROWS, verify_bundle
+from kerasport.verify.merge import load_report, merge_reports
+from kerasport.verify.reference import PROCESS_MODES, REFERENCE_BACKENDS
+from kerasport.verify.report import render_table, write_html, write_json
+from kerasport.verify.result import EXIT_USAGE, Report
+from kerasport.verify.settings import Settings
+
+DESCRIPTION = """\
+Compare a bundle with the Keras model it was exported from, row by row, as DeepVariant
+would use it: arg-max (genotype) changes, gate flips at the GQ thresholds, bit-identical
+rows, |dp|, ULP distances, GQ differences, invalid probabilities, and batch-size and rerun
+invariance. Exit 0 = pass, 1 = fail, 2 = usage or input error.
+
+  kerasport verify model.keras bundle/ --examples chr20.npy --json r.json --html r.html
+  kerasport verify --merge a.json b.json --json total.json
+"""
+
+
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(_positive_int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected sizes like 1,7,128: {exc}") from exc
+    if not sizes:
+        raise argparse.ArgumentTypeError("expected at least one batch size")
+    return sizes
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `verify` subcommand (with func=run) to an argparse subparsers object."""
+    defaults = Settings()
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "verify",
+        help="compare a bundle with its Keras model; exit 1 if any decision changes",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", nargs="?", help="the original model.keras (the reference)")
+    parser.add_argument("bundle", nargs="?", help="the bundle directory under test")
+    parser.add_argument(
+        "--examples",
+        nargs="+",
+        metavar="FILE",
+        help="examples files (.npy .npz .csv .tsv .tfrecord[.gz]); streamed in chunks",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="REPORT",
+        help="instead of verifying, merge these JSON reports (same model and bundle)",
+    )
+    which = parser.add_argument_group("what to compare")
+    which.add_argument(
+        "--backend",
+        default="onnxruntime",
+        help="backend under test: onnxruntime, tvm, or all the bundle has (default: %(default)s)",
+    )
+    which.add_argument(
+        "--reference-backend",
+        choices=REFERENCE_BACKENDS,
+        default="tensorflow",
+        help="Keras backend of the reference (DeepVariant r1.10 runs jax; default: %(default)s)",
+    )
+    which.add_argument(
+        "--reference-process",
+        choices=PROCESS_MODES,
+        default="auto",
+        help="run the reference here or in a child process (auto: a child only when this "
+        "process's Keras backend differs; default: %(default)s)",
+    )
+    which.add_argument(
+        "--allow-source-mismatch",
+        action="store_true",
+        help="compare even when the model is not the file the bundle was exported from",
+    )
+    rules = parser.add_argument_group("gate and tolerances")
+    rules.add_argument(
+        "--snp-threshold",
+        type=int,
+        default=defaults.snp_threshold,
+        help="GQ a SNP call needs to be accepted; -1 disables SNPs (default: %(default)s)",
+    )
+    rules.add_argument(
+        "--indel-threshold",
+        type=int,
+        default=defaults.indel_threshold,
+        help="GQ an indel call needs to be accepted; -1 disables indels (default: %(default)s)",
+    )
+    rules.add_argument(
+        "--is-snp-column",
+        type=_nonnegative_int,
+        default=defaults.is_snp_column,
+        help="0-based feature column of is_snp (default: %(default)s, the 13th feature)",
+    )
+    rules.add_argument(
+        "--sum-tolerance",
+        type=float,
+        default=defaults.sum_tolerance,
+        help="a row whose probabilities sum further than this from 1 is invalid "
+        "(default: %(default)g)",
+    )
+    rules.add_argument(
+        "--max-ulp",
+        type=_nonnegative_int,
+        default=argparse.SUPPRESS,
+        help="also fail when any output is more than N ULP from the reference (default: off)",
+    )
+    rules.add_argument(
+        "--max-batch-ulp",
+        type=_nonnegative_int,
+        default=argparse.SUPPRESS,
+        help="also fail when batch sizes move an output more than N ULP (default: off)",
+    )
+    rules.add_argument(
+        "--batch-sizes",
+        type=_batch_sizes,
+        default=defaults.batch_sizes,
+        help="batch sizes of the invariance check, besides all at once (default: 1,7,128)",
+    )
+    rules.add_argument(
+        "--invariance-rows",
+        type=_nonnegative_int,
+        default=defaults.invariance_rows,
+        help="rows (the first ones) the invariance checks run on (default: %(default)s)",
+    )
+    out = parser.add_argument_group("output and resources")
+    out.add_argument("--json", metavar="PATH", help="write the JSON report here")
+    out.add_argument("--html", metavar="PATH", help="write the HTML report (with plots) here")
+    out.add_argument(
+        "--list-rows",
+        type=_nonnegative_int,
+        default=defaults.list_rows,
+        help="row ids kept per list (arg-max changes, gate flips; default: %(default)s)",
+    )
+    out.add_argument(
+        "--worst-rows",
+        type=_nonnegative_int,
+        default=defaults.worst_rows,
+        help="most different rows listed with their ids (default: %(default)s)",
+    )
+    out.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        default=DEFAULT_CHUNK_ROWS,
+        help="rows read and compared at a time; memory scales with it (default: %(default)s)",
+    )
+    out.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="threads per backend under test (default: %(default)s)",
+    )
+    out.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
+    out.add_argument("--quiet", action="store_true", help="print no table, only errors")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        snp_threshold=args.snp_threshold,
+        indel_threshold=args.indel_threshold,
+        is_snp_column=args.is_snp_column,
+        sum_tolerance=args.sum_tolerance,
+        max_ulp=getattr(args, "max_ulp", None),
+        max_batch_ulp=getattr(args, "max_batch_ulp", None),
+        batch_sizes=args.batch_sizes,
+        invariance_rows=args.invariance_rows,
+        list_rows=args.list_rows,
+        worst_rows=args.worst_rows,
+    )
+
+
+def _usage(message: str) -> int:
+    print(f"kerasport verify: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _build(args: argparse.Namespace) -> Report | str:
+    """The report the arguments ask for, or a usage error message."""
+    if args.merge:
+        if args.model or args.bundle or args.examples:
+            return "--merge takes only reports: drop MODEL, BUNDLE and --examples"
+        overrides = {k: getattr(args, k) for k in ("max_ulp", "max_batch_ulp") if k in args}
+        reports = [load_report(path) for path in args.merge]
+        return merge_reports(reports, list(args.merge), **overrides)
+    if not (args.model and args.bundle and args.examples):
+        return "give MODEL BUNDLE --examples FILE [FILE ...], or --merge REPORT [REPORT ...]"
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    return verify_bundle(
+        args.model,
+        args.bundle,
+        args.examples,
+        backends=args.backend,
+        reference_backend=args.reference_backend,
+        reference_process=args.reference_process,
+        settings=_settings(args),
+        chunk_rows=args.chunk_rows,
+        threads=args.threads,
+        progress=progress,
+        allow_source_mismatch=args.allow_source_mismatch,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `kerasport verify`; return the exit status (0 pass, 1 fail, 2 usage/input)."""
+    try:
+        report = _build(args)
+        if isinstance(report, str):
+            return _usage(report)
+        if args.json:
+            write_json(report, args.json)
+        if args.html:
+            write_html(report, args.html)
+    except (KerasportError, OSError) as exc:
+        return _usage(str(exc))
+    if not args.quiet:
+        print(render_table(report))
+    return report.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run verify alone (python -m kerasport.verify.command ...), for use before wiring."""
+    parser = argparse.ArgumentParser(prog="kerasport")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

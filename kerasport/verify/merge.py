@@ -1,0 +1,137 @@
+"""Combine stored reports of one model and bundle over several cohorts into one report.
+
+Counts are summed, maxima kept, histograms added, row lists concatenated (to the smaller
+limit) and worst rows re-ranked; every derived number (fractions, means, percentiles) and
+the verdict are then recomputed by the same code a single pass uses. So merging the reports
+of disjoint inputs gives the report of their union, and is judged by the same rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kerasport.errors import InputError
+from kerasport.verify.compare import Comparison
+from kerasport.verify.invariance import Invariance
+from kerasport.verify.report import read_json
+from kerasport.verify.result import BackendResult, ReferenceInfo, Report
+from kerasport.verify.settings import COMPARISON_FIELDS, VERDICT_FIELDS, Settings
+
+_UNSET: Any = object()
+
+
+def load_report(path: str | Path) -> Report:
+    """Read a stored report, naming the file in any error."""
+    try:
+        return Report.from_json(read_json(path))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read report: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise InputError(f"{path}: not a usable kerasport verify report: {detail}") from exc
+
+
+def _one_value(reports: Sequence[Report], labels: Sequence[str], what: str, get: Any) -> Any:
+    values = [get(r) for r in reports]
+    if any(v != values[0] for v in values):
+        listed = ", ".join(f"{label}: {v!r}" for label, v in zip(labels, values, strict=True))
+        raise InputError(f"cannot merge reports with different {what} ({listed})")
+    return values[0]
+
+
+def merged_settings(
+    reports: Sequence[Report], labels: Sequence[str], overrides: dict[str, Any]
+) -> Settings:
+    """Settings of the merged report; the ones that change numbers must agree."""
+    for name in COMPARISON_FIELDS:
+        _one_value(reports, labels, f"settings.{name}", lambda r, n=name: getattr(r.settings, n))
+    values: dict[str, Any] = {}
+    for name in VERDICT_FIELDS:
+        if overrides.get(name, _UNSET) is not _UNSET:
+            values[name] = overrides[name]
+        else:
+            option = f"--{name.replace('_', '-')} (give it to override)"
+            values[name] = _one_value(
+                reports, labels, option, lambda r, n=name: getattr(r.settings, n)
+            )
+    values["list_rows"] = min(r.settings.list_rows for r in reports)
+    values["worst_rows"] = min(r.settings.worst_rows for r in reports)
+    return dataclasses.replace(reports[0].settings, **values)
+
+
+def merge_reports(
+    reports: Sequence[Report],
+    labels: Sequence[str] | None = None,
+    *,
+    max_ulp: int | None = _UNSET,
+    max_batch_ulp: int | None = _UNSET,
+) -> Report:
+    """One report over all of `reports`' rows. `labels` name them (default: 1, 2, ...).
+
+    `max_ulp` / `max_batch_ulp` replace the stored limits (None removes one); when not
+    given, the reports must agree on them.
+    """
+    if not reports:
+        raise InputError("no reports to merge")
+    labels = list(labels) if labels is not None else [str(i + 1) for i in range(len(reports))]
+    if len(labels) != len(reports):
+        raise InputError(f"{len(labels)} labels for {len(reports)} reports")
+    settings = merged_settings(
+        reports, labels, {"max_ulp": max_ulp, "max_batch_ulp": max_batch_ulp}
+    )
+    first = reports[0]
+    _one_value(reports, labels, "models (sha256)", lambda r: r.model.sha256)
+    _one_value(reports, labels, "bundle sources (sha256)", lambda r: r.bundle.source_sha256)
+    _one_value(reports, labels, "backends", lambda r: sorted(r.backends))
+    _one_value(reports, labels, "reference backends", lambda r: r.reference.backend)
+    _one_value(reports, labels, "reference batch sizes", lambda r: r.reference.batch_size)
+    for name in first.backends:
+        artifact = f"{name} artifacts (sha256)"
+        _one_value(reports, labels, artifact, lambda r, n=name: r.backends[n].artifact_sha256)
+
+    backends = {}
+    for name, template in first.backends.items():
+        merged = BackendResult(
+            name, Comparison(settings), Invariance(), artifact_sha256=template.artifact_sha256
+        )
+        for report in reports:
+            part = report.backends[name]
+            try:
+                merged.comparison.merge(part.comparison)
+                merged.invariance.merge(part.invariance)
+            except ValueError as exc:
+                raise InputError(f"cannot merge {name} results: {exc}") from exc
+            merged.seconds += part.seconds
+        backends[name] = merged
+
+    warnings = list(dict.fromkeys(w for r in reports for w in r.warnings))
+    inputs = [item for r in reports for item in r.inputs]
+    names = [item.input for item in inputs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        warnings.append(
+            f"input name(s) {', '.join(repeated)} appear in more than one report: their "
+            "row ids are ambiguous in the merged lists"
+        )
+    keras_versions = sorted({r.reference.keras_version for r in reports})
+    if len(keras_versions) > 1:
+        warnings.append(f"the reports' references ran different Keras: {keras_versions}")
+    return Report(
+        settings=settings,
+        model=first.model,
+        bundle=first.bundle,
+        reference=ReferenceInfo(
+            first.reference.backend,
+            ", ".join(keras_versions),
+            first.reference.batch_size,
+            first.reference.process,
+            sum(r.reference.seconds for r in reports),
+        ),
+        inputs=inputs,
+        backends=backends,
+        warnings=warnings,
+        merged_from=labels,
+    )

@@ -1,0 +1,217 @@
+"""The reference: the original Keras model, run the way DeepVariant runs it.
+
+DeepVariant calls `model.predict(examples, batch_size=128, verbose=0)` on int64 rows; r1.10
+does so with KERAS_BACKEND=jax. Keras fixes its backend at import, so a reference on a
+backend other than the one this process already runs (or would run) is started in a child
+process (`_worker.py`) and fed chunks over a pipe. Either way the reference computes in the
+background (a thread, or the child) while the caller runs the candidate on the same chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+import kerasport
+from kerasport.errors import KerasportError
+from kerasport.verify._wire import read_frame, write_frame
+
+REFERENCE_BACKENDS = ("tensorflow", "jax")
+PROCESS_MODES = ("auto", "in-process", "subprocess")
+REFERENCE_BATCH_SIZE = 128  # keras_predict's, and DeepVariant's default
+
+
+class ReferenceModelError(KerasportError):
+    """The reference model could not be started or failed while predicting."""
+
+
+class Pending(Protocol):
+    def result(self) -> np.ndarray: ...
+
+
+class Reference(Protocol):
+    """A running reference model."""
+
+    num_features: int
+    num_classes: int
+    keras_version: str
+    backend: str
+    process: str
+    seconds: float
+
+    def submit(self, examples: np.ndarray) -> Pending: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessReference:
+    """Keras in this process; predictions run on one background thread."""
+
+    process = "in-process"
+
+    def __init__(self, model_path: Path, backend: str) -> None:
+        import keras
+
+        from kerasport.export.keras_model import classifier_shape, load_keras_model
+
+        if keras.backend.backend() != backend:
+            raise ReferenceModelError(
+                f"Keras in this process runs on {keras.backend.backend()}, not {backend}; "
+                "run the reference in a subprocess (--reference-process subprocess)"
+            )
+        self._model = load_keras_model(model_path)
+        self.num_features, self.num_classes = classifier_shape(self._model)
+        self.keras_version = str(keras.__version__)
+        self.backend = backend
+        self.seconds = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kerasport-reference")
+
+    def _predict(self, examples: np.ndarray) -> np.ndarray:
+        from kerasport.export.check import keras_predict
+
+        start = time.perf_counter()
+        result = keras_predict(self._model, examples)
+        self.seconds += time.perf_counter() - start
+        return result
+
+    def submit(self, examples: np.ndarray) -> Future[np.ndarray]:
+        return self._pool.submit(self._predict, examples)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class _SubprocessPending:
+    def __init__(self, owner: SubprocessReference) -> None:
+        self._owner = owner
+
+    def result(self) -> np.ndarray:
+        return self._owner._receive()
+
+
+class SubprocessReference:
+    """Keras in a child process with KERAS_BACKEND set before it imports Keras."""
+
+    process = "subprocess"
+
+    def __init__(self, model_path: Path, backend: str) -> None:
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        package_root = str(Path(kerasport.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        # Kept for the child's life, read only to explain a failure.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "kerasport.verify._worker", str(model_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+        )
+        self.backend = backend
+        self.seconds = 0.0
+        hello = self._read("starting")
+        self.num_features = int(hello["num_features"])
+        self.num_classes = int(hello["num_classes"])
+        self.keras_version = str(hello["keras_version"])
+        if hello["backend"] != backend:
+            self.close()
+            raise ReferenceModelError(f"the reference child ran Keras on {hello['backend']}")
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        return "\n".join(lines[-15:])
+
+    def _read(self, doing: str) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        frame = read_frame(self._proc.stdout)
+        if frame is None or "error" in frame[0]:
+            message = frame[0]["error"] if frame else "it exited unexpectedly"
+            self._stop()
+            tail = self._stderr_tail()
+            self.close()
+            raise ReferenceModelError(
+                f"the {self.backend} reference failed while {doing}: {message}"
+                + (f"\n--- its stderr ---\n{tail}" if tail else "")
+            )
+        return frame[0] | {"_array": frame[1]}
+
+    def submit(self, examples: np.ndarray) -> _SubprocessPending:
+        assert self._proc.stdin is not None
+        try:
+            write_frame(self._proc.stdin, {}, np.ascontiguousarray(examples, dtype=np.int64))
+        except BrokenPipeError:
+            self._read("predicting")  # raises with the child's error
+        return _SubprocessPending(self)
+
+    def _receive(self) -> np.ndarray:
+        header = self._read("predicting")
+        self.seconds += float(header["seconds"])
+        result: np.ndarray = header["_array"]
+        return result
+
+    def close(self) -> None:
+        self._stop()
+        self._stderr.close()
+
+    def _stop(self) -> None:
+        """End the child: closing stdin asks it to finish; closing stdout first means a
+        child still writing an unread answer (after an error here) fails instead of
+        blocking."""
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(OSError):  # a dead child leaves a broken pipe
+                    stream.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def _in_process_possible(backend: str) -> bool:
+    """Whether Keras in this process runs (or, once imported, will run) on `backend`."""
+    if "keras" in sys.modules:
+        return bool(sys.modules["keras"].backend.backend() == backend)
+    return os.environ.get("KERAS_BACKEND", "tensorflow") == backend
+
+
+def open_reference(
+    model_path: str | Path, backend: str = "tensorflow", process: str = "auto"
+) -> Reference:
+    """Start the reference model; `process` is auto, in-process or subprocess."""
+    if backend not in REFERENCE_BACKENDS:
+        raise ReferenceModelError(
+            f"unknown reference backend {backend!r}; choose from {', '.join(REFERENCE_BACKENDS)}"
+        )
+    if process not in PROCESS_MODES:
+        raise ReferenceModelError(f"unknown process mode {process!r}; choose from {PROCESS_MODES}")
+    if importlib.util.find_spec(backend) is None:
+        raise ReferenceModelError(
+            f"--reference-backend {backend} needs the {backend} package, which is not "
+            f"installed for {sys.executable}"
+            + (
+                " (DeepVariant r1.10 runs its small model on JAX: pip install 'jax[cpu]')"
+                if backend == "jax"
+                else ""
+            )
+        )
+    path = Path(model_path)
+    if not path.is_file():
+        raise ReferenceModelError(f"Keras model file not found: {path}")
+    if process == "auto":
+        process = "in-process" if _in_process_possible(backend) else "subprocess"
+    if process == "in-process":
+        return InProcessReference(path, backend)
+    return SubprocessReference(path, backend)

@@ -1,0 +1,150 @@
+"""Render a report: the terminal table (shaped like DeepVariant PR 1089's), JSON, HTML.
+
+The table is a Markdown pipe table, so it reads in a terminal and pastes into a pull
+request as the same table PR 1089 used to argue that a change is decision-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from kerasport.verify.result import Report
+from kerasport.verify.rows import RowId
+
+COLUMNS = (
+    "backend",
+    "examples compared",
+    "genotype-call (arg-max) changes",
+    "bit-identical probabilities",
+    "max prob diff",
+    "max GQ (phred) diff",
+    "gate flips (SNP / indel)",
+    "ULP max / p50 / p99 / p99.9",
+    "verdict",
+)
+LISTED_IDS = 10  # row ids shown per list in the terminal; the JSON keeps more
+
+
+def percent_identical(identical: int, rows: int) -> str:
+    """'99.9983% (5 rows differ)': rounded down, so 100% only when every row is identical."""
+    if rows == 0:
+        return "n/a (0 rows)"
+    value = f"{math.floor(identical * 1_000_000 / rows) / 10_000:.4f}%"
+    differ = rows - identical
+    return value if differ == 0 else f"{value} ({differ:,} row{'s' if differ != 1 else ''} differ)"
+
+
+def _sci(value: float, digits: int) -> str:
+    return "0" if value == 0 else f"{value:.{digits}e}"
+
+
+def format_ids(ids: list[RowId], total: int, limit: int = LISTED_IDS) -> str:
+    shown = ", ".join(f"{row.input}:{row.row}" for row in ids[:limit])
+    more = total - min(len(ids), limit)
+    return shown + (f" (+{more:,} more)" if more > 0 else "")
+
+
+def table_rows(report: Report) -> list[list[str]]:
+    """The table's cells, one list per backend (shared by the terminal and the HTML)."""
+    reasons = report.reasons()
+    rows = []
+    for name, result in report.backends.items():
+        comp = result.comparison
+        rows.append(
+            [
+                name,
+                f"{comp.rows:,}",
+                f"{comp.argmax_changes:,}",
+                percent_identical(comp.bit_identical_rows, comp.rows),
+                _sci(comp.max_abs_diff, 2),
+                _sci(comp.max_gq_diff, 1),
+                f"{comp.gate_flips:,} ({comp.gate_flips_snp:,} / {comp.gate_flips_indel:,})",
+                f"{comp.max_ulp:,} / {comp.ulp_percentile(50):,} / {comp.ulp_percentile(99):,}"
+                f" / {comp.ulp_percentile(99.9):,}",
+                "PASS" if not reasons[name] else "FAIL",
+            ]
+        )
+    return rows
+
+
+def render_table(report: Report) -> str:
+    """The terminal report: the table, then the details a reviewer needs to trust it."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(report)]
+    s, ref, model = report.settings, report.reference, report.model
+    lines.append("")
+    lines.append(
+        f"reference: {model.path} (sha256 {model.sha256[:12]}, F={model.num_features}, "
+        f"C={model.num_classes}) on Keras {ref.keras_version} / {ref.backend}, "
+        f"predict(batch_size={ref.batch_size}), {ref.process}"
+    )
+    lines.append(
+        f"gate: accept when GQ >= {s.snp_threshold} (SNP) / {s.indel_threshold} (indel), "
+        f"-1 disables; is_snp = feature column {s.is_snp_column}; "
+        f"sum tolerance {s.sum_tolerance:g}"
+        + (f"; --max-ulp {s.max_ulp}" if s.max_ulp is not None else "")
+    )
+    for name, result in report.backends.items():
+        comp, inv = result.comparison, result.invariance
+        lines.append(
+            f"{name}: mean |dp| {_sci(comp.mean_abs_diff, 2)}, mean GQ diff "
+            f"{_sci(comp.mean_gq_diff, 1)}; gate accepts {comp.gate_accepted_candidate:,} "
+            f"rows (reference {comp.gate_accepted_reference:,}); "
+            f"{comp.candidate_validity.invalid_rows:,} invalid rows; {result.seconds:.1f} s"
+        )
+        if inv.rows:
+            sizes = ", ".join(str(b) for b in inv.batch_sizes)
+            lines.append(
+                f"  invariance: {inv.rows:,} rows at batch sizes {sizes} and all at once: "
+                f"max {inv.max_batch_ulp:,} ULP apart, {inv.batch_argmax_changes:,} arg-max / "
+                f"{inv.batch_gate_flips:,} gate differences; two runs "
+                + (
+                    "bit-identical"
+                    if inv.repeat_bit_identical
+                    else f"DIFFER (max {inv.repeat_max_ulp:,} ULP)"
+                )
+            )
+        if comp.argmax_changes:
+            lines.append(
+                "  arg-max changes: " + format_ids(comp.argmax_change_rows.ids, comp.argmax_changes)
+            )
+        if comp.gate_flips:
+            lines.append("  gate flips: " + format_ids(comp.gate_flip_rows.ids, comp.gate_flips))
+    for warning in report.warnings:
+        lines.append(f"warning: {warning}")
+    if report.merged_from:
+        lines.append(f"merged from {len(report.merged_from)} reports")
+    if report.passed:
+        lines.append(f"verdict: PASS ({report.rows:,} rows)")
+    else:
+        lines.append("verdict: FAIL")
+        for name, items in report.reasons().items():
+            lines += [f"  {name}: {reason}" for reason in items]
+    return "\n".join(lines)
+
+
+def report_json_text(report: Report) -> str:
+    """The JSON text of a report: strict JSON (no NaN), stable key order."""
+    return json.dumps(report.to_json(), indent=1, allow_nan=False) + "\n"
+
+
+def write_json(report: Report, path: str | Path) -> None:
+    Path(path).write_text(report_json_text(report))
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """Parsed JSON of a stored report (OSError / ValueError on failure)."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def write_html(report: Report, path: str | Path) -> None:
+    """Self-contained HTML report with plots (needs matplotlib)."""
+    from kerasport.verify.html import render_html
+
+    Path(path).write_text(render_html(report))

@@ -1,0 +1,222 @@
+"""A verification report as data: what was compared, the numbers, and the verdict.
+
+The verdict is never stored as a fact to trust: it is recomputed from the numbers and the
+settings (`judge`), so a merged cohort report is judged by exactly the same rules as each
+of its parts. JSON is the storage format; its schema is versioned (`SCHEMA_VERSION`) and
+documented in docs/verify-report-schema.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import kerasport
+from kerasport.verify.compare import Comparison
+from kerasport.verify.invariance import Invariance
+from kerasport.verify.settings import Settings
+
+SCHEMA = "kerasport-verify-report"
+SCHEMA_VERSION = 1
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The Keras model used as the reference."""
+
+    path: str
+    sha256: str
+    num_features: int
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """The bundle under test, and whether it says it came from the model given."""
+
+    path: str
+    source_file: str
+    source_sha256: str
+    source_matches: bool
+    num_features: int
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    """How the reference outputs were produced (DeepVariant: predict, batch size 128)."""
+
+    backend: str
+    keras_version: str
+    batch_size: int
+    process: str
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """One examples file and how many rows it gave."""
+
+    input: str
+    rows: int
+
+
+@dataclass
+class BackendResult:
+    """One backend's comparison with the reference, its invariance checks and timing."""
+
+    name: str
+    comparison: Comparison
+    invariance: Invariance = field(default_factory=Invariance)
+    artifact_sha256: str = ""
+    seconds: float = 0.0
+
+
+def judge(result: BackendResult, settings: Settings) -> list[str]:
+    """Reasons this backend fails; empty when it passes.
+
+    Fails on any arg-max change, any gate flip, any row of probabilities DeepVariant could
+    not use, a batch size or a rerun that changes outputs beyond what is allowed, and a
+    max ULP above --max-ulp when one is given.
+    """
+    comp, inv = result.comparison, result.invariance
+    reasons: list[str] = []
+    if comp.argmax_changes:
+        reasons.append(f"{comp.argmax_changes} arg-max (genotype) change(s)")
+    if comp.gate_flips:
+        reasons.append(
+            f"{comp.gate_flips} gate flip(s) at GQ thresholds SNP {settings.snp_threshold} / "
+            f"indel {settings.indel_threshold} ({comp.gate_flips_snp} SNP, "
+            f"{comp.gate_flips_indel} indel)"
+        )
+    for side, validity in (
+        ("candidate", comp.candidate_validity),
+        ("reference", comp.reference_validity),
+    ):
+        if validity.invalid_rows:
+            reasons.append(
+                f"{validity.invalid_rows} {side} row(s) with unusable probabilities "
+                f"({validity.nan_rows} NaN, {validity.out_of_range_rows} outside [0, 1], "
+                f"{validity.not_normalized_rows} not summing to 1 within "
+                f"{settings.sum_tolerance:g})"
+            )
+    if settings.max_ulp is not None and comp.max_ulp > settings.max_ulp:
+        reasons.append(f"max ULP {comp.max_ulp} exceeds --max-ulp {settings.max_ulp}")
+    if inv.batch_argmax_changes or inv.batch_gate_flips:
+        reasons.append(
+            f"batch size changes decisions: {inv.batch_argmax_changes} arg-max and "
+            f"{inv.batch_gate_flips} gate difference(s) between batch sizes"
+        )
+    if settings.max_batch_ulp is not None and inv.max_batch_ulp > settings.max_batch_ulp:
+        reasons.append(
+            f"max ULP between batch sizes {inv.max_batch_ulp} exceeds --max-batch-ulp "
+            f"{settings.max_batch_ulp}"
+        )
+    if not inv.repeat_bit_identical:
+        reasons.append(
+            f"not deterministic: two identical runs differ (max {inv.repeat_max_ulp} ULP)"
+        )
+    return reasons
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Report:
+    """Everything `kerasport verify` found; `passed` and `exit_code` follow `judge`."""
+
+    settings: Settings
+    model: ModelInfo
+    bundle: BundleInfo
+    reference: ReferenceInfo
+    inputs: list[InputInfo]
+    backends: dict[str, BackendResult]
+    warnings: list[str] = field(default_factory=list)
+    merged_from: list[str] = field(default_factory=list)
+    created: str = field(default_factory=_now)
+    kerasport_version: str = kerasport.__version__
+
+    @property
+    def rows(self) -> int:
+        return sum(item.rows for item in self.inputs)
+
+    def reasons(self) -> dict[str, list[str]]:
+        return {name: judge(result, self.settings) for name, result in self.backends.items()}
+
+    @property
+    def passed(self) -> bool:
+        return not any(self.reasons().values())
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PASS if self.passed else EXIT_FAIL
+
+    def to_json(self) -> dict[str, Any]:
+        reasons = self.reasons()
+        backends = {}
+        for name, result in self.backends.items():
+            backends[name] = {
+                **result.comparison.to_json(),
+                "artifact_sha256": result.artifact_sha256,
+                "seconds": result.seconds,
+                "invariance": result.invariance.to_json(),
+                "verdict": {"passed": not reasons[name], "reasons": reasons[name]},
+            }
+        flat = [f"{name}: {reason}" for name, items in reasons.items() for reason in items]
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "kerasport_version": self.kerasport_version,
+            "model": asdict(self.model),
+            "bundle": asdict(self.bundle),
+            "reference": asdict(self.reference),
+            "inputs": [asdict(item) for item in self.inputs],
+            "rows": self.rows,
+            "settings": self.settings.to_json(),
+            "backends": backends,
+            "warnings": list(self.warnings),
+            "merged_from": list(self.merged_from),
+            "verdict": {"passed": not flat, "exit_code": self.exit_code, "reasons": flat},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        """Rebuild a report from its JSON (KeyError/ValueError/TypeError when malformed)."""
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"not a kerasport verify report (schema={data.get('schema')!r})")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"report schema version {data.get('schema_version')!r} is not supported "
+                f"(this kerasport reads version {SCHEMA_VERSION})"
+            )
+        settings = Settings.from_json(data["settings"])
+        backends = {
+            name: BackendResult(
+                name=name,
+                comparison=Comparison.from_json(entry, settings),
+                invariance=Invariance.from_json(entry["invariance"]),
+                artifact_sha256=str(entry["artifact_sha256"]),
+                seconds=float(entry["seconds"]),
+            )
+            for name, entry in data["backends"].items()
+        }
+        return cls(
+            settings=settings,
+            model=ModelInfo(**data["model"]),
+            bundle=BundleInfo(**data["bundle"]),
+            reference=ReferenceInfo(**data["reference"]),
+            inputs=[InputInfo(**item) for item in data["inputs"]],
+            backends=backends,
+            warnings=list(data["warnings"]),
+            merged_from=list(data["merged_from"]),
+            created=str(data["created"]),
+            kerasport_version=str(data["kerasport_version"]),
+        )
