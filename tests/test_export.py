@@ -31,6 +31,17 @@ def test_manifest_records_shape_versions_and_checksums(trained_models, bundles):
     assert {"keras", "tf2onnx", "onnx", "onnxruntime"} <= set(manifest.versions)
 
 
+def test_bundle_is_readable_by_others_as_umask_allows(bundles):
+    mode = bundles["wgs"].stat().st_mode & 0o777
+    assert mode == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_onnx_graph_has_dynamic_batch_and_loads_on_old_runtimes(bundles):
     import onnx
 

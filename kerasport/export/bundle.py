@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -25,6 +26,7 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
+        tmp.chmod(0o777 & ~_current_umask())  # mkdtemp's 0700 would hide the bundle from others
         fill(tmp)
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
@@ -37,3 +39,9 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
