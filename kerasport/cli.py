@@ -11,6 +11,7 @@ from kerasport.errors import KerasportError
 
 def build_parser() -> argparse.ArgumentParser:
     from kerasport import demo
+    from kerasport.bench import command as bench_command
     from kerasport.export import command as export_command
     from kerasport.featurize import command as featurize_command
     from kerasport.verify import command as verify_command
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a small Keras classifier to ONNX, serve it, and verify it.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for stage in (featurize_command, export_command, verify_command, demo):
+    for stage in (featurize_command, export_command, verify_command, bench_command, demo):
         stage.register(subparsers)
     return parser
 

@@ -1,0 +1,149 @@
+"""`kerasport bench BUNDLE --model MODEL.keras [--trace TSV ...] [--out DIR] [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_OUT = Path("bench-results")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(names) - {"tf", "jax"})
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown baselines {unknown}; choose from tf, jax")
+    return names
+
+
+def _section_list(text: str) -> tuple[str, ...]:
+    from kerasport.bench.run import SECTIONS
+
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown sections {unknown or text!r}; choose from {', '.join(SECTIONS)}"
+        )
+    return names
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark a bundle against Keras on DeepVariant's real workload",
+        description="Replay DeepVariant's per-region workload through every backend of the "
+        "bundle and through Keras (predict() and a direct call; TensorFlow, and JAX when "
+        "installed), time calls by batch size against ONNX Runtime and GEMM floors, measure "
+        "cold start, resident and peak memory and multi-process throughput, and write "
+        "RESULTS.md, bench.png and results.json.",
+    )
+    parser.add_argument("bundle", type=Path, help="bundle directory (from kerasport export)")
+    parser.add_argument("--model", type=Path, required=True, help="the Keras model (model.keras)")
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        nargs="+",
+        action="extend",
+        help="make_examples --runtime_by_region TSV files (default: ../shared's trace)",
+    )
+    parser.add_argument(
+        "--examples",
+        type=Path,
+        help="real example rows: .npz with an int64 'features' array, or .npy "
+        "(default: the bundled real examples when they fit the model, else synthetic rows)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output directory (default %(default)s)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small samples and short repetitions (smoke test)"
+    )
+    parser.add_argument(
+        "--baselines",
+        type=_name_list,
+        help="Keras backends to compare with: tf,jax (default both; jax only if installed)",
+    )
+    parser.add_argument(
+        "--sample-calls",
+        type=_positive_int,
+        help="size of the seeded sample of trace calls for slow baselines (default 3000)",
+    )
+    parser.add_argument(
+        "--full-trace-budget",
+        type=float,
+        help="seconds: engines estimated to replay the whole trace within this are measured "
+        "on every call, the others on the sample (default 300)",
+    )
+    parser.add_argument(
+        "--batch-sizes", type=_int_list, help="latency batch sizes (default 1,2,5,8,32,...)"
+    )
+    parser.add_argument(
+        "--large-rows",
+        type=_positive_int,
+        help="rows of the large-region memory test (default 1000000)",
+    )
+    parser.add_argument(
+        "--processes", type=_int_list, help="process counts for throughput (default 1,2)"
+    )
+    parser.add_argument(
+        "--cold-runs", type=_positive_int, help="fresh processes per cold-start figure (default 5)"
+    )
+    parser.add_argument(
+        "--sections",
+        type=_section_list,
+        help="comma-separated subset of trace,latency,process,large,processes (default all)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kerasport.bench.report import console_summary, write_report
+    from kerasport.bench.run import Settings
+    from kerasport.bench.run import run as run_bench
+    from kerasport.bench.trace import default_trace_paths
+
+    trace = list(args.trace) if args.trace else default_trace_paths()
+    settings = Settings(args.bundle, args.model, trace, examples=args.examples)
+    if args.quick:
+        settings.make_quick()
+    overrides = {
+        "baselines": args.baselines,
+        "sample_calls": args.sample_calls,
+        "full_budget_s": args.full_trace_budget,
+        "batch_sizes": args.batch_sizes,
+        "large_rows": args.large_rows,
+        "processes": args.processes,
+        "cold_runs": args.cold_runs,
+        "sections": args.sections,
+    }
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(settings, name, value)
+    results = run_bench(settings)
+    path = write_report(results, args.out)
+    print(console_summary(results))
+    print(f"\nwrote {path}")
+    return 0

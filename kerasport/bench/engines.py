@@ -1,0 +1,232 @@
+"""What gets measured: the kerasport backends, Keras as DeepVariant runs it, and two floors.
+
+Engines come in groups, one group per measuring process, because Keras' backend is fixed
+when Keras is imported and because the runtime's process must never import TensorFlow:
+
+- `kerasport`: `classify(classifier, x, 128)` on every backend in the bundle, plus the floors
+  (ONNX Runtime with pre-bound float32 inputs and outputs, and a numpy float32 GEMM chain of
+  the model's shapes) that say how much of a call is arithmetic and how much is adapter.
+- `keras-tf` / `keras-jax`: `model.predict(x, batch_size=128, verbose=0)` (DeepVariant's
+  classify) and `np.asarray(model(x, training=False))` (PR 1089's direct call).
+
+An engine is `prepare` (untimed: for the floors, the float32 conversion and binding that a
+real caller would pay) and `run` (timed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+KERNELS_FILE = "kernels.npz"
+PREDICT_BATCH = 128  # DeepVariant's --small_model_inference_batch_size default
+GROUPS = ("kerasport", "keras-tf", "keras-jax")
+
+
+def _identity(x: np.ndarray) -> Any:
+    return x
+
+
+@dataclass
+class Engine:
+    key: str
+    label: str
+    kind: str  # "backend", "baseline", "floor" or "reference"
+    run: Callable[[Any], Any]
+    prepare: Callable[[np.ndarray], Any] = _identity
+    flops_per_row: float | None = None  # set for the GEMM floor, to report GFLOP/s
+
+
+@dataclass
+class Group:
+    """The engines one process measures, and what it learned about the model on the way."""
+
+    engines: list[Engine]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def single_thread_env(group: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a measuring process: one compute thread in every library.
+
+    DeepVariant runs one make_examples process per core, so one thread per process is the
+    setting that matters; the variables must be set before the libraries are imported.
+    """
+    env = dict(os.environ if base is None else base)
+    env.update(
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        TF_NUM_INTRAOP_THREADS="1",
+        TF_NUM_INTEROP_THREADS="1",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    if group == "keras-jax":
+        env["KERAS_BACKEND"] = "jax"
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
+        env["JAX_PLATFORMS"] = "cpu"
+    elif group == "keras-tf":
+        env["KERAS_BACKEND"] = "tensorflow"
+    return env
+
+
+def open_group(group: str, bundle: Path, model: Path, workdir: Path, floors: bool = True) -> Group:
+    """Load the engines of `group`; call only in a process started with single_thread_env.
+
+    `floors=False` leaves the floors out, for processes whose memory is being measured.
+    """
+    if group == "kerasport":
+        return _kerasport_group(bundle, workdir, floors)
+    if group in ("keras-tf", "keras-jax"):
+        return _keras_group(group, model, workdir)
+    raise ValueError(f"unknown engine group {group!r}")
+
+
+def _kerasport_group(bundle: Path, workdir: Path, floors: bool) -> Group:
+    from kerasport import runtime
+
+    engines = []
+    for backend in runtime.available_backends(bundle):
+        classifier = runtime.load(bundle, backend=backend, threads=1)
+        engines.append(
+            Engine(
+                f"kerasport-{backend}",
+                f"kerasport ({backend})",
+                "backend",
+                _classify_with(runtime.classify, classifier),
+            )
+        )
+    if not floors:
+        return Group(engines)
+    if "onnxruntime" in runtime.available_backends(bundle):
+        engines += _ort_floors(bundle)
+    kernels = workdir / KERNELS_FILE
+    if kernels.is_file():
+        engines.append(_gemm_floor(kernels))
+    return Group(engines)
+
+
+def _classify_with(classify: Callable[..., Any], classifier: Any) -> Callable[[Any], Any]:
+    """DeepVariant's call, `classify(classifier, examples, batch_size)`, bound to one classifier."""
+
+    def run(x: np.ndarray) -> Any:
+        return classify(classifier, x, PREDICT_BATCH)
+
+    return run
+
+
+def _ort_floors(bundle: Path) -> list[Engine]:
+    """ONNX Runtime with the runtime's session options, called the two cheapest ways.
+
+    `floor-ort`: inputs and outputs bound ahead of time. One binding per row count is made on
+    first sight and the float32 input copied into its bound buffer, both in `prepare`
+    (untimed); only `run_with_iobinding` is timed, which leaves ONNX Runtime's own cost.
+    `ort-run-dict`: `session.run` with a dict of an already float32 array, the path the
+    runtime's backend takes; the gap between the two is the cost of that path itself.
+    """
+    import onnxruntime as ort
+
+    from kerasport.manifest import checked_artifact_path, read_manifest
+    from kerasport.runtime.backends.onnxruntime import session_options
+
+    manifest = read_manifest(bundle)
+    path = checked_artifact_path(bundle, manifest, "onnxruntime")
+    session = ort.InferenceSession(
+        str(path), session_options(1), providers=["CPUExecutionProvider"]
+    )
+    bound: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
+
+    def prepare(x: np.ndarray) -> Any:
+        rows = x.shape[0]
+        if rows not in bound:
+            inputs = np.empty((rows, manifest.num_features), dtype=np.float32)
+            outputs = np.empty((rows, manifest.num_classes), dtype=np.float32)
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(
+                manifest.input_name, ort.OrtValue.ortvalue_from_numpy(inputs)
+            )
+            binding.bind_ortvalue_output(
+                manifest.output_name, ort.OrtValue.ortvalue_from_numpy(outputs)
+            )
+            bound[rows] = (binding, inputs, outputs)
+        binding, inputs, _ = bound[rows]
+        np.copyto(inputs, x, casting="unsafe")
+        return binding
+
+    names = [manifest.output_name]
+    return [
+        Engine(
+            "floor-ort",
+            "floor: ORT pre-bound",
+            "floor",
+            lambda binding: session.run_with_iobinding(binding),
+            prepare,
+        ),
+        Engine(
+            "ort-run-dict",
+            "ORT run(dict), float32 ready",
+            "reference",
+            lambda x: session.run(names, {manifest.input_name: x}),
+            lambda x: np.ascontiguousarray(x, dtype=np.float32),
+        ),
+    ]
+
+
+def _gemm_floor(kernels_path: Path) -> Engine:
+    """The model's matrix products alone, float32, in numpy on one BLAS thread."""
+    with np.load(kernels_path) as data:
+        kernels = [np.ascontiguousarray(data[f"k{i}"], dtype=np.float32) for i in range(len(data))]
+    flops = 2.0 * sum(k.shape[0] * k.shape[1] for k in kernels)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        for kernel in kernels:
+            x = x @ kernel
+        return x
+
+    def prepare(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    return Engine("floor-gemm", "floor: numpy GEMM", "floor", run, prepare, flops)
+
+
+def _keras_group(group: str, model_path: Path, workdir: Path) -> Group:
+    import keras
+
+    if group == "keras-tf":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    name = group.split("-", 1)[1]
+    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    kernels = [np.asarray(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
+    info: dict[str, Any] = {
+        "keras_backend": keras.backend.backend(),
+        "layers": [list(k.shape) for k in kernels],
+        "params": int(model.count_params()),
+    }
+    if group == "keras-tf":  # the GEMM floor, measured in the runtime's process, needs them
+        np.savez(workdir / KERNELS_FILE, **{f"k{i}": k for i, k in enumerate(kernels)})  # type: ignore[arg-type]
+    label = "TensorFlow" if name == "tf" else "JAX"
+    return Group(
+        [
+            Engine(
+                f"keras-{name}-predict",
+                f"Keras {label} predict()",
+                "baseline",
+                lambda x: model.predict(x, batch_size=PREDICT_BATCH, verbose=0),
+            ),
+            Engine(
+                f"keras-{name}-call",
+                f"Keras {label} model(x)",
+                "baseline",
+                lambda x: np.asarray(model(x, training=False)),
+            ),
+        ],
+        info,
+    )

@@ -1,0 +1,184 @@
+"""kerasport bench: the trace parser, its errors, and a --quick smoke run of every section.
+
+Speed is never asserted: the smoke run checks the report's structure and that every figure
+is a positive number, on a small model so that it stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kerasport.bench import BenchError
+from kerasport.bench import command as bench_command
+from kerasport.bench.trace import default_trace_paths, read_trace, seeded_sample
+
+HEADER = (
+    "region\tget reads\tfind candidates\tmake pileup images\twrite outputs\t"
+    "num reads\tnum candidates\tnum examples\n"
+)
+SECTIONS = (
+    "## Goals",
+    "## 1. Trace replay",
+    "## 2. Latency by batch size",
+    "## 3. Cost of a process",
+    "## 4. Memory under large regions",
+    "## 5. Processes",
+)
+
+
+def write_trace(path: Path, counts: list[int]) -> Path:
+    lines = [
+        f"chr1:{i * 1000 + 1}-{i * 1000 + 1000}\t0.1\t0.1\t0.1\t0.0\t30\t{n}\t{n}\n"
+        for i, n in enumerate(counts)
+    ]
+    path.write_text(HEADER + "".join(lines))
+    return path
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kerasport")
+    bench_command.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_trace_keeps_regions_with_examples_in_order(tmp_path: Path) -> None:
+    first = write_trace(tmp_path / "a.tsv", [0, 3, 1, 0])
+    second = write_trace(tmp_path / "b.tsv", [7, 0])
+    trace = read_trace([first, second])
+    assert trace.regions == 6
+    assert trace.counts.tolist() == [3, 1, 7]
+    assert (trace.calls, trace.rows) == (3, 11)
+
+
+def test_trace_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match="no workload trace: pass --trace"):
+        read_trace([])
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(HEADER + "chr1:1-1000\t0\t0\t0\t0\t1\t1\tmany\n")
+    with pytest.raises(BenchError, match=r"bad.tsv:2: 'num examples' is 'many'"):
+        read_trace([bad])
+    other = tmp_path / "other.tsv"
+    other.write_text("a\tb\n1\t2\n")
+    with pytest.raises(BenchError, match="no 'num examples' column"):
+        read_trace([other])
+    with pytest.raises(BenchError, match="has no region with examples"):
+        read_trace([write_trace(tmp_path / "empty.tsv", [0, 0])])
+
+
+def test_no_trace_found_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kerasport.bench.trace as trace_module
+
+    monkeypatch.setattr(trace_module, "default_trace_paths", lambda start=None: [])
+    args = parse(["bench", str(tmp_path), "--model", str(tmp_path / "m.keras")])
+    with pytest.raises(BenchError, match="no workload trace"):
+        args.func(args)
+
+
+def test_default_trace_is_found_from_the_checkout() -> None:
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "make-examples-runtime"
+    if not shared.is_dir():
+        pytest.skip("no ../shared")
+    assert [p.parent for p in default_trace_paths()] == [shared, shared]
+
+
+def test_seeded_sample_is_fixed_and_ordered() -> None:
+    one, two = seeded_sample(1000, 50, 7), seeded_sample(1000, 50, 7)
+    np.testing.assert_array_equal(one, two)
+    assert np.all(np.diff(one) > 0) and one.size == 50
+    assert seeded_sample(10, 50, 7).tolist() == list(range(10))
+
+
+def _numbers(tree: Any) -> list[float]:
+    if isinstance(tree, dict):
+        return [n for value in tree.values() for n in _numbers(value)]
+    if isinstance(tree, list):
+        return [n for value in tree for n in _numbers(value)]
+    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        return [float(tree)]
+    return []
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import train_model
+
+    from kerasport.export import export_bundle
+
+    model = train_model(tmp_path / "model.keras", 70, (64, 64))
+    bundle = export_bundle(model, tmp_path / "bundle")
+    trace = write_trace(tmp_path / "trace.tsv", [0, 1, 2, 0, 5, 1, 3, 17, 2, 1] * 6)
+    out = tmp_path / "out"
+    args = parse(
+        [
+            "bench",
+            str(bundle),
+            "--model",
+            str(model),
+            "--trace",
+            str(trace),
+            "--out",
+            str(out),
+            "--quick",
+            "--baselines",
+            "tf",  # JAX's import and compiles would double the run; its code is the same path
+        ]
+    )
+    assert args.func(args) == 0
+
+    text = (out / "RESULTS.md").read_text()
+    positions = [text.index(section) for section in SECTIONS]
+    assert positions == sorted(positions)
+    assert (out / "bench.png").stat().st_size > 0
+    results = json.loads((out / "results.json").read_text())
+
+    engines = results["engines"]
+    assert {
+        "kerasport-onnxruntime",
+        "keras-tf-predict",
+        "keras-tf-call",
+        "floor-ort",
+        "floor-gemm",
+    } <= set(engines)
+    for key, r in results["trace"].items():
+        assert r["whole_trace_s"] > 0 and r["mean_us"] > 0 and r["rows_per_s"] > 0, key
+        assert r["calls_total"] == 48 and r["mode"] in ("measured", "extrapolated")
+    for key, per in results["latency"].items():
+        assert set(per) == {"1", "2", "5", "8", "32", "128", "1024"}, key
+        assert all(v["p50_us"] > 0 and v["reps"] >= 2 for v in per.values()), key
+    assert all(v["gflops"] > 0 for v in results["latency"]["floor-gemm"].values())
+    assert not any("jax" in key for key in engines)
+    process = results["process"]
+    assert {"python", "kerasport-onnxruntime", "keras-tf"} <= set(process)
+    assert "tensorflow" not in process["kerasport-onnxruntime"]["imported"]
+    assert "tensorflow" in process["keras-tf"]["imported"]
+    for key, p in process.items():
+        assert p["cold_start_s"] > 0 and p["rss_mb"]["load"] > 0, key
+    assert {"kerasport-onnxruntime", "keras-tf-call"} <= set(results["large"])
+    for key, r in results["large"].items():
+        assert r["rows"] == 20_000 and r["peak_rss_mb"] > r["input_mb"] > 0, key
+    runs = results["processes"]["kerasport-onnxruntime"]
+    assert [r["processes"] for r in runs] == [1, 2]
+    assert all(r["rows_per_s"] > 0 for r in runs)
+    numbers = [
+        n for key in ("trace", "latency", "process", "processes") for n in _numbers(results[key])
+    ]
+    assert all(math.isfinite(n) and n >= 0 for n in numbers)
+
+    printed = capsys.readouterr().out
+    for column in (
+        "Keras TensorFlow predict()",
+        "Keras TensorFlow model(x)",
+        "kerasport (onnxruntime)",
+        "RSS after load",
+        "1,024 rows",
+    ):
+        assert column in printed
