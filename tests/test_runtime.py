@@ -145,3 +145,24 @@ def test_runtime_imports_no_tensorflow_keras_or_tvm(bundles):
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_results_do_not_alias_reused_buffers(classifier):
+    """Small calls reuse bound buffers; a returned array must never change afterwards."""
+    first_input = np.full((3, 94), 7, np.int64)
+    first = classifier.predict(first_input)
+    kept = first.copy()
+    classifier.predict(np.full((3, 94), 90, np.int64))
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_threads_sharing_a_classifier_get_their_own_answers(classifier):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    inputs = [rng.integers(0, 101, size=(n, 94)) for n in (1, 2, 5, 1, 2, 5, 130, 3) * 4]
+    expected = [classifier.predict(x) for x in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda x: classifier.predict(x), inputs))
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(want, have)

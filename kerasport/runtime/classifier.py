@@ -13,7 +13,7 @@ import numpy as np
 
 from kerasport.errors import InputError
 from kerasport.runtime.backends import Runner
-from kerasport.runtime.inputs import as_examples_array, float32_chunk
+from kerasport.runtime.inputs import as_examples_array, check_finite
 
 # __call__ has no batch_size argument in Keras; this chunk keeps its memory bounded too.
 CALL_CHUNK_ROWS = 1024
@@ -56,10 +56,6 @@ class Classifier:
         return output
 
     def _run_chunk(self, chunk: np.ndarray, first_row: int) -> np.ndarray:
-        result = self._runner.run(float32_chunk(chunk, first_row))
-        if result.shape != (chunk.shape[0], self.num_classes) or result.dtype != np.float32:
-            raise InputError(  # a backend bug, but name it rather than return garbage
-                f"backend {self.backend} returned {result.dtype} {result.shape}; expected "
-                f"float32 {(chunk.shape[0], self.num_classes)}"
-            )
-        return result
+        if chunk.dtype.kind == "f":
+            check_finite(chunk, first_row)
+        return self._runner.run(chunk)

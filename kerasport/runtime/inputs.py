@@ -1,8 +1,9 @@
-"""Turn what callers pass as examples into float32 chunks, checking them on the way.
+"""Check what callers pass as examples before a backend casts it to float32.
 
 DeepVariant hands `np.array(list_of_int_lists)` (int64); other callers pass float arrays or
-plain lists. Keras converts all of these to float32 with a plain cast, so we do the same, one
-chunk at a time, so that checking a million rows never needs a second full-size copy.
+plain lists. Keras converts all of these to float32 with a plain cast; the backends do the
+same cast chunk by chunk, and the checks here also run per chunk, so that checking a million
+rows never needs a second full-size copy.
 """
 
 from __future__ import annotations
@@ -41,15 +42,21 @@ def as_examples_array(examples: Any, num_features: int) -> np.ndarray:
     return array
 
 
-def float32_chunk(chunk: np.ndarray, first_row: int) -> np.ndarray:
-    """Cast one chunk to C-contiguous float32 and refuse NaN or infinity, naming the row."""
-    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
-        converted = np.ascontiguousarray(chunk, dtype=np.float32)
-    if chunk.dtype.kind == "f" and not np.isfinite(converted).all():
-        bad = np.flatnonzero(~np.isfinite(converted).all(axis=1))[0]
-        value = converted[bad][~np.isfinite(converted[bad])][0]
-        raise InputError(
-            f"examples row {first_row + bad} contains {value} (NaN or infinity after the "
-            f"float32 cast); examples must be finite"
-        )
-    return converted
+def check_finite(chunk: np.ndarray, first_row: int) -> None:
+    """Refuse NaN or infinity in a float chunk (after the float32 cast), naming the row.
+
+    Integer chunks need no check: every integer is finite in float32. A float64 value beyond
+    float32's range becomes infinity in the cast, so it is refused too.
+    """
+    if chunk.dtype.itemsize > 4:
+        with np.errstate(over="ignore"):
+            chunk = chunk.astype(np.float32)
+    finite = np.isfinite(chunk)
+    if finite.all():
+        return
+    bad = int(np.flatnonzero(~finite.all(axis=1))[0])
+    value = chunk[bad][~finite[bad]][0]
+    raise InputError(
+        f"examples row {first_row + bad} contains {value} (NaN or infinity after the "
+        f"float32 cast); examples must be finite"
+    )

@@ -1,8 +1,9 @@
 """Backend runners: one per execution engine, all behind the same small interface.
 
-A runner takes a C-contiguous float32 chunk of shape (n, F) and returns (n, C) float32
-probabilities. Runners are imported lazily by name so that a process asking for ONNX Runtime
-never imports another engine.
+A runner takes a checked numeric chunk of shape (n, F) (any real dtype, finite), casts it to
+float32 as Keras does, and returns a new C-contiguous (n, C) float32 array of probabilities.
+Runners are imported lazily by name so that a process asking for ONNX Runtime never imports
+another engine.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,10 @@ import onnxruntime as ort
 
 from kerasport.errors import BundleError
 from kerasport.manifest import Manifest, checked_artifact_path
+
+# Chunks up to this many rows run through a binding kept per row count (at most ~2.4 MB for
+# a 70-feature model); DeepVariant's per-region calls have 3.5 rows on average.
+BOUND_MAX_ROWS = 128
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -27,8 +32,30 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+class _BoundSlot:
+    """Input and output buffers of one row count, bound to the session once."""
+
+    def __init__(self, session: ort.InferenceSession, manifest: Manifest, rows: int) -> None:
+        self.inputs = np.empty((rows, manifest.num_features), dtype=np.float32)
+        self.outputs = np.empty((rows, manifest.num_classes), dtype=np.float32)
+        self.binding = session.io_binding()
+        self.binding.bind_input(
+            manifest.input_name, "cpu", 0, np.float32, self.inputs.shape, self.inputs.ctypes.data
+        )
+        self.binding.bind_output(
+            manifest.output_name, "cpu", 0, np.float32, self.outputs.shape,
+            self.outputs.ctypes.data,
+        )
+
+
 class OnnxRuntimeRunner:
-    """Holds one session and the names it is called with, resolved once at load."""
+    """Holds one session; small chunks reuse pre-bound buffers, large ones use `run`.
+
+    For a few rows, `session.run` with a dict spends about as long wrapping the input and
+    allocating and converting the output as the model spends computing (measured in
+    benchmarks/RESULTS.md). Casting straight into a bound input buffer and copying the bound
+    output removes that. Bindings are per thread, so threads may share a runner.
+    """
 
     def __init__(self, model_path: Path, manifest: Manifest, threads: int) -> None:
         try:
@@ -37,17 +64,34 @@ class OnnxRuntimeRunner:
             )
         except Exception as exc:  # ORT raises its own exception types for bad models
             raise BundleError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
+        self._manifest = manifest
         self._output_names = [manifest.output_name]
-        self._input_name = manifest.input_name
+        self._local = threading.local()
 
     def run(self, chunk: np.ndarray) -> np.ndarray:
-        # `run` with a plain dict measured as fast as IOBinding and OrtValue paths for
-        # the 1-128 row calls this serves (benchmarks/bench_latency.py).
-        result: np.ndarray = self._session.run(self._output_names, {self._input_name: chunk})[0]
-        return result
+        rows = chunk.shape[0]
+        if rows > BOUND_MAX_ROWS:
+            inputs = np.ascontiguousarray(chunk, dtype=np.float32)
+            result: np.ndarray = self._session.run(
+                self._output_names, {self._manifest.input_name: inputs}
+            )[0]
+            return result
+        slot = self._slot(rows)
+        np.copyto(slot.inputs, chunk, casting="unsafe")  # the same rounding as astype
+        self._session.run_with_iobinding(slot.binding)
+        return slot.outputs.copy()
+
+    def _slot(self, rows: int) -> _BoundSlot:
+        try:
+            slots: dict[int, _BoundSlot] = self._local.slots
+        except AttributeError:
+            slots = self._local.slots = {}
+        slot = slots.get(rows)
+        if slot is None:
+            slot = slots[rows] = _BoundSlot(self._session, self._manifest, rows)
+        return slot
 
 
 def open_runner(bundle_dir: Path, manifest: Manifest, threads: int) -> OnnxRuntimeRunner:
-    return OnnxRuntimeRunner(
-        checked_artifact_path(bundle_dir, manifest, "onnxruntime"), manifest, threads
-    )
+    path = checked_artifact_path(bundle_dir, manifest, "onnxruntime")
+    return OnnxRuntimeRunner(path, manifest, threads)
