@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from kerasport.bench.worker import WORKLOAD_FILE
 from kerasport.bench.workload import load_pool, write_workload
 from kerasport.manifest import read_manifest, sha256_file
 from kerasport.runtime import available_backends
+from kerasport.versions import installed_versions
 
 BATCH_SIZES = (1, 2, 5, 8, 32, 128, 1024, 100_000)
 QUICK_BATCH_SIZES = (1, 2, 5, 8, 32, 128, 1024)
@@ -231,12 +231,7 @@ def _processes(context: _Context) -> dict[str, Any]:
 def _meta(
     settings: Settings, num_features: int, trace: Any, pool_source: str, skipped: list[str]
 ) -> dict[str, Any]:
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    versions = installed_versions(_VERSIONED)
     settings_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
     settings_dict["trace"] = [str(p) for p in settings.trace]
     return {

@@ -10,7 +10,6 @@ bundle that agrees is renamed into place.
 from __future__ import annotations
 
 import datetime
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from kerasport.export.check import DEFAULT_ATOL, check_agreement, keras_predict,
 from kerasport.export.keras_model import classifier_shape, load_keras_model
 from kerasport.export.onnx import DEFAULT_OPSET, keras_to_onnx
 from kerasport.manifest import MANIFEST_NAME, Artifact, Manifest, sha256_file
+from kerasport.versions import installed_versions
 
 __all__ = ["DEFAULT_OPSET", "export_bundle"]
 
@@ -63,7 +63,7 @@ def export_bundle(
             },
             source_file=model_path.name,
             source_sha256=sha256_file(model_path),
-            versions=_library_versions(),
+            versions=installed_versions(_VERSIONED),
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         )
         (bundle / MANIFEST_NAME).write_text(manifest.to_json())
@@ -82,13 +82,3 @@ def _check_bundle(bundle: Path, probe: np.ndarray, reference: np.ndarray, atol: 
     except InputError as exc:
         raise ExportError(f"the probe batch is unusable: {exc}") from exc
     check_agreement(reference, candidate, atol)
-
-
-def _library_versions() -> dict[str, str]:
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
