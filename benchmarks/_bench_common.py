@@ -13,31 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
 EMBEDDED_MODEL = REPO / "kerasport" / "assets" / "model.keras"
-
-
-def train_stand_in(path: Path, features: int = 70, hidden: tuple[int, ...] = (750, 750)) -> Path:
-    """A Dense-relu MLP of DeepVariant's WGS small-model shape, trained to be confident."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 101, size=(16384, features)).astype(np.float32)
-    y = np.where(x[:, 4] < 25, 0, np.where(x[:, 4] < 75, 1, 2))
-    model = keras.Sequential(
-        [keras.Input((features,))]
-        + [keras.layers.Dense(units, activation="relu") for units in hidden]
-        + [keras.layers.Dense(3, activation="softmax")]
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=2, batch_size=128, verbose=0)
-    model.save(path)
-    return path
 
 
 def run_bench(description: str, defaults: list[str], default_out: Path | None) -> int:
@@ -53,6 +32,7 @@ def run_bench(description: str, defaults: list[str], default_out: Path | None) -
 
     from kerasport.bench import command as bench_command
     from kerasport.errors import KerasportError
+    from kerasport.testing import train_small_model
 
     with tempfile.TemporaryDirectory(prefix="kerasport-bench-") as tmp:
         model = args.model
@@ -61,7 +41,7 @@ def run_bench(description: str, defaults: list[str], default_out: Path | None) -
                 model = EMBEDDED_MODEL
             else:
                 print("no embedded model: training a 70-750-750-3 stand-in", file=sys.stderr)
-                model = train_stand_in(Path(tmp) / "model.keras")
+                model = train_small_model(Path(tmp) / "model.keras", epochs=2)
         bundle = args.bundle
         if bundle is None:
             from kerasport.export import export_bundle

@@ -25,23 +25,6 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def build_model(path: Path, features: int, hidden: tuple[int, ...]) -> None:
-    import keras
-
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 101, size=(16384, features)).astype(np.float32)
-    y = np.where(x[:, 4] < 25, 0, np.where(x[:, 4] < 75, 1, 2))
-    model = keras.Sequential(
-        [keras.Input((features,))]
-        + [keras.layers.Dense(units, activation="relu") for units in hidden]
-        + [keras.layers.Dense(3, activation="softmax")]
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=2, batch_size=128, verbose=0)
-    model.save(path)
-
-
 def write_examples(path: Path, rows: int, features: int) -> None:
     """Synthetic rows in 0-100 with a 0/1 is_snp in column 12, written in blocks."""
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=(rows, features))
@@ -66,12 +49,13 @@ def main() -> int:
     hidden = tuple(int(h) for h in args.hidden.split(","))
 
     from kerasport.export import export_bundle
+    from kerasport.testing import train_small_model
     from kerasport.verify import render_table, verify_bundle
 
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        build_model(root / "model.keras", args.features, hidden)
+        train_small_model(root / "model.keras", args.features, hidden, epochs=2)
         export_bundle(root / "model.keras", root / "bundle")
         write_examples(root / "examples.npy", args.rows, args.features)
         setup = time.perf_counter() - start

@@ -109,11 +109,10 @@ def _numbers(tree: Any) -> list[float]:
 def test_quick_bench_writes_every_section(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from conftest import train_model
-
     from kerasport.export import export_bundle
+    from kerasport.testing import train_small_model
 
-    model = train_model(tmp_path / "model.keras", 70, (64, 64))
+    model = train_small_model(tmp_path / "model.keras", 70, (64, 64))
     bundle = export_bundle(model, tmp_path / "bundle")
     trace = write_trace(tmp_path / "trace.tsv", [0, 1, 2, 0, 5, 1, 3, 17, 2, 1] * 6)
     out = tmp_path / "out"

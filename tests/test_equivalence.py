@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import MODEL_SHAPES, synthetic_examples
+from conftest import MODEL_SHAPES
 
 import kerasport.runtime
+from kerasport.testing import synthetic_examples
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def assert_matches_keras(expected: np.ndarray, actual: np.ndarray) -> None:
 def test_models_are_confident(keras_models):
     """Guard the premise of the tolerance tests: the fixtures behave like real calls."""
     for name, model in keras_models.items():
-        x, labels = synthetic_examples(MODEL_SHAPES[name][0], 512, seed=7)
+        x, labels = synthetic_examples(512, MODEL_SHAPES[name][0], seed=7)
         p = model.predict(x, verbose=0)
         assert np.median(p.max(axis=1)) > 0.95, name
         assert (p.argmax(axis=1) == labels).mean() > 0.85, name
@@ -41,7 +42,7 @@ def test_every_row_count_from_0_to_300_matches_keras_predict(keras_models, bundl
     """WGS shape, N = 0..300: crosses predict()'s 128-row chunk boundary twice."""
     model = keras_models["wgs"]
     classifier = kerasport.runtime.load(bundles["wgs"])
-    x, _ = synthetic_examples(70, 300, seed=1)
+    x, _ = synthetic_examples(300, 70, seed=1)
     for n in range(301):
         expected = keras_predict(model, x[:n])
         actual = kerasport.runtime.classify(classifier, x[:n], batch_size=128)
@@ -55,7 +56,7 @@ def test_each_shape_matches_keras(keras_models, bundles, name, rows):
     classifier = kerasport.runtime.load(bundles[name])
     assert classifier.num_features == MODEL_SHAPES[name][0]
     assert classifier.num_classes == 3
-    x, _ = synthetic_examples(classifier.num_features, rows, seed=2)
+    x, _ = synthetic_examples(rows, classifier.num_features, seed=2)
     expected = keras_predict(model, x)
     assert_matches_keras(expected, classifier.predict(x, batch_size=128))
     assert_matches_keras(expected, classifier(x, training=False))
@@ -64,7 +65,7 @@ def test_each_shape_matches_keras(keras_models, bundles, name, rows):
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.float32, np.float64, "list"])
 def test_input_types_convert_as_keras_does(keras_models, bundles, dtype):
-    x, _ = synthetic_examples(70, 20, seed=3)
+    x, _ = synthetic_examples(20, 70, seed=3)
     expected = keras_predict(keras_models["wgs"], x.astype(np.float32))
     examples = x.tolist() if dtype == "list" else x.astype(dtype)
     actual = kerasport.runtime.load(bundles["wgs"]).predict(examples)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, synthetic_examples
+from conftest import REPO
 
 import kerasport.runtime
+from kerasport.testing import synthetic_examples
 
 PY310 = os.environ.get("KERASPORT_PY310", "")
 
@@ -24,7 +25,7 @@ PY310 = os.environ.get("KERASPORT_PY310", "")
     not PY310, reason="KERASPORT_PY310 unset: no Python 3.10 runtime env (make test builds one)"
 )
 def test_bundle_loads_and_answers_identically_on_python310_numpy1_ort123(bundles, tmp_path: Path):
-    x, _ = synthetic_examples(70, 300, seed=11)
+    x, _ = synthetic_examples(300, 70, seed=11)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "expected.npy", kerasport.runtime.load(bundles["wgs"]).predict(x))
     script = textwrap.dedent(

@@ -21,6 +21,7 @@ import pytest
 
 from kerasport.errors import BundleError, InputError
 from kerasport.manifest import sha256_file
+from kerasport.testing import synthetic_examples, train_small_model
 from kerasport.verify import Comparison, Settings, verify_bundle
 from kerasport.verify.command import main as verify_main
 from kerasport.verify.report import report_json_text
@@ -33,32 +34,14 @@ ROWS = 4096  # per examples file; a multiple of 128, so splitting never changes 
 
 
 def examples(rows: int, seed: int, features: int = F) -> np.ndarray:
-    """int64 rows in 0-100, a 0/1 is_snp in column 12, labels driven by column 4."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 101, size=(rows, features), dtype=np.int64)
-    x[:, 12] = rng.integers(0, 2, rows)
-    return x
+    return synthetic_examples(rows, features, seed)[0]
 
 
 def make_model(path: Path, features: int = F, seed: int = 0, train: bool = True) -> Path:
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [
-            keras.Input((features,)),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(3, activation="softmax"),
-        ]
+    return train_small_model(
+        path, features, (16, 16), seed=seed, rows=8192, epochs=6 if train else 0,
+        learning_rate=3e-3,
     )
-    if train:
-        x = examples(8192, seed + 1, features)
-        y = np.where(x[:, 4] < 25, 0, np.where(x[:, 4] < 75, 1, 2))
-        model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-        model.fit(x.astype(np.float32), y, epochs=6, batch_size=128, verbose=0)
-    model.save(path)
-    return path
 
 
 def nudge_bundle(
