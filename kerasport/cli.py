@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except KerasportError as exc:
+    except (KerasportError, OSError) as exc:  # bad input, or a file that cannot be written
         print(f"kerasport {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return code

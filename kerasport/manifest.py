@@ -108,7 +108,10 @@ def checked_artifact_path(bundle_dir: str | Path, manifest: Manifest, backend: s
     path = Path(bundle_dir) / artifact.file
     if not path.is_file():
         raise BundleError(f"bundle artifact missing: {path}")
-    actual = sha256_file(path)
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        raise BundleError(f"bundle artifact unreadable: {path}: {exc}") from exc
     if actual != artifact.sha256:
         raise BundleError(
             f"bundle artifact {path} was modified after export: sha256 {actual} does not "

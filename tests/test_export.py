@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from kerasport.atomic import current_umask
 from kerasport.errors import ExportError
 from kerasport.export import export_bundle
 from kerasport.export.check import check_agreement
@@ -33,13 +34,7 @@ def test_manifest_records_shape_versions_and_checksums(trained_models, bundles):
 
 def test_bundle_is_readable_by_others_as_umask_allows(bundles):
     mode = bundles["wgs"].stat().st_mode & 0o777
-    assert mode == 0o777 & ~_umask()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    assert mode == 0o777 & ~current_umask()
 
 
 def test_onnx_graph_has_dynamic_batch_and_loads_on_old_runtimes(bundles):
@@ -114,6 +109,18 @@ def test_refuses_to_replace_a_directory_that_is_not_a_bundle(trained_models, tmp
     with pytest.raises(ExportError, match="not a kerasport bundle"):
         export_bundle(trained_models["somatic"], tmp_path / "precious")
     assert (tmp_path / "precious" / "data.txt").read_text() == "keep me"
+
+
+def test_refuses_a_directory_with_a_foreign_manifest_or_a_file(trained_models, tmp_path):
+    app = tmp_path / "web-app"
+    app.mkdir()
+    (app / "manifest.json").write_text('{"name": "my extension"}')
+    with pytest.raises(ExportError, match="not a kerasport bundle"):
+        export_bundle(trained_models["somatic"], app)
+    assert (app / "manifest.json").read_text() == '{"name": "my extension"}'
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="is not a directory"):
+        export_bundle(trained_models["somatic"], tmp_path / "file")
 
 
 @pytest.mark.parametrize("opset", [5, 30])

@@ -52,7 +52,13 @@ def test_non_finite_values_name_their_row(classifier, bad):
         classifier.predict(x, batch_size=128)
 
 
-@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_numpy_integers_are_batch_sizes_as_in_keras(classifier):
+    x = np.zeros((3, 94), np.int64)
+    expected = classifier.predict(x)
+    np.testing.assert_array_equal(classifier.predict(x, batch_size=np.int64(2)), expected)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "8"])
 def test_bad_batch_size(classifier, batch_size):
     with pytest.raises(InputError, match="batch_size must be a positive integer"):
         classifier.predict(np.zeros((2, 94)), batch_size=batch_size)

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from kerasport.errors import ExportError, InputError
-from kerasport.export.bundle import write_atomically
+from kerasport.export.bundle import check_destination, write_atomically
 from kerasport.export.check import DEFAULT_ATOL, check_agreement, keras_predict, probe_examples
 from kerasport.export.keras_model import classifier_shape, load_keras_model
-from kerasport.export.onnx import DEFAULT_OPSET, keras_to_onnx
+from kerasport.export.onnx import DEFAULT_OPSET, check_opset, keras_to_onnx
 from kerasport.manifest import MANIFEST_NAME, Artifact, Manifest, sha256_file
 from kerasport.versions import installed_versions
 
@@ -41,6 +41,8 @@ def export_bundle(
     by default 256 seeded random rows of values 0-100.
     """
     model_path = Path(model_path)
+    check_opset(opset)
+    check_destination(out_dir)  # fail before the slow load and conversion, not after
     model = load_keras_model(model_path)
     num_features, num_classes = classifier_shape(model)
     proto = keras_to_onnx(model, num_features, opset)

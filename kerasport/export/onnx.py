@@ -20,15 +20,22 @@ def keras_to_onnx(model: Any, num_features: int, opset: int = DEFAULT_OPSET) -> 
     was never called (Keras 3's own ONNX export refuses those) and leaves N dynamic. The IR
     version is lowered to the least the opset needs, so older runtimes accept the file.
     """
-    if not 9 <= opset <= MAX_OPSET:
-        raise ExportError(f"opset {opset} is outside the supported range 9-{MAX_OPSET}")
+    check_opset(opset)
     import onnx
     import tensorflow as tf
     import tf2onnx
 
     signature = (tf.TensorSpec((None, num_features), tf.float32, name=INPUT_NAME),)
     function = tf.function(lambda x: model(x, training=False))
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
-    proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import))
-    onnx.checker.check_model(proto, full_check=True)
+    try:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+        proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import))
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # tf2onnx and onnx raise many types for unsupported graphs
+        raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {exc}") from exc
     return proto
+
+
+def check_opset(opset: int) -> None:
+    if not 9 <= opset <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is outside the supported range 9-{MAX_OPSET}")

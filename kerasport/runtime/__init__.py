@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from kerasport.errors import InputError
 from kerasport.manifest import read_manifest
 from kerasport.runtime.backends import BACKENDS, open_runner
 from kerasport.runtime.classifier import Classifier
+from kerasport.runtime.inputs import positive_int
 
 __all__ = ["BACKENDS", "Classifier", "available_backends", "classify", "load"]
 
@@ -26,8 +26,7 @@ def load(bundle_dir: str | Path, backend: str = "onnxruntime", threads: int = 1)
 
     `threads` defaults to 1 because DeepVariant runs one process per core.
     """
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InputError(f"threads must be a positive integer; got {threads!r}")
+    threads = positive_int(threads, "threads")
     bundle = Path(bundle_dir)
     manifest = read_manifest(bundle)
     runner = open_runner(backend, bundle, manifest, threads)

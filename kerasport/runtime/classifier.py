@@ -13,7 +13,7 @@ import numpy as np
 
 from kerasport.errors import InputError
 from kerasport.runtime.backends import Runner
-from kerasport.runtime.inputs import as_examples_array, check_finite
+from kerasport.runtime.inputs import as_examples_array, check_finite, positive_int
 
 # __call__ has no batch_size argument in Keras; this chunk keeps its memory bounded too.
 CALL_CHUNK_ROWS = 1024
@@ -31,11 +31,9 @@ class Classifier:
     def predict(self, examples: Any, batch_size: int | None = 128, verbose: Any = 0) -> np.ndarray:
         """Class probabilities, float32 (N, num_classes); `verbose` is accepted, ignored."""
         del verbose  # accepted for Keras compatibility; nothing is printed
-        if batch_size is None:
-            batch_size = 32  # Keras' own default
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer; got {batch_size!r}")
-        return self._run_chunked(as_examples_array(examples, self.num_features), batch_size)
+        # batch_size=None means Keras' own default of 32
+        chunk_rows = 32 if batch_size is None else positive_int(batch_size, "batch_size")
+        return self._run_chunked(as_examples_array(examples, self.num_features), chunk_rows)
 
     def __call__(self, examples: Any, training: bool = False) -> np.ndarray:
         """Keras' direct call; `training=True` is refused since there is nothing to train."""

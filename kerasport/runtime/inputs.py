@@ -8,6 +8,7 @@ rows never needs a second full-size copy.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -60,3 +61,14 @@ def check_finite(chunk: np.ndarray, first_row: int) -> None:
         f"examples row {first_row + bad} contains {value} (NaN or infinity after the "
         f"float32 cast); examples must be finite"
     )
+
+
+def positive_int(value: Any, name: str) -> int:
+    """`value` as an int if it is a positive integer (numpy integers too, never a bool)."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        raise InputError(f"{name} must be a positive integer; got {value!r}")
+    return number
