@@ -25,15 +25,21 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+BLOCK_ROWS = 65536
+
+
 def write_examples(path: Path, rows: int, features: int) -> None:
-    """Synthetic rows in 0-100 with a 0/1 is_snp in column 12, written in blocks."""
+    """kerasport.testing's synthetic rows (0-100, 0/1 is_snp), written in seeded blocks.
+
+    Block k is `synthetic_examples(..., seed=k + 1)` (seed 0 made the training rows), so
+    memory holds one block and the file is the same for a given `--rows` on every run.
+    """
+    from kerasport.testing import synthetic_examples
+
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=(rows, features))
-    rng = np.random.default_rng(1)
-    for start in range(0, rows, 65536):
-        stop = min(rows, start + 65536)
-        block = rng.integers(0, 101, size=(stop - start, features), dtype=np.int64)
-        block[:, 12] = rng.integers(0, 2, stop - start)
-        out[start:stop] = block
+    for block, start in enumerate(range(0, rows, BLOCK_ROWS)):
+        stop = min(rows, start + BLOCK_ROWS)
+        out[start:stop] = synthetic_examples(stop - start, features, seed=block + 1)[0]
     out.flush()
     del out
 

@@ -6,7 +6,7 @@
 Exports the embedded real model (or `--model`) to a temporary bundle and runs every section
 of `kerasport bench` on DeepVariant's make_examples trace (../shared) and the embedded real
 examples, writing RESULTS.md, bench.png and results.json next to this script. A full run
-takes about half an hour on two cores, most of it in the Keras baselines.
+takes about 20 minutes on two cores, most of it in the Keras baselines.
 """
 
 from __future__ import annotations

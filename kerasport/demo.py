@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-GENOTYPES = ("REF", "HET", "HOM_ALT")
+from kerasport.atomic import atomic_path
+from kerasport.examples import CLASS_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calls_table(called: np.ndarray, labels: np.ndarray | None) -> str:
-    counts = np.bincount(called, minlength=len(GENOTYPES))
+    counts = np.bincount(called, minlength=len(CLASS_NAMES))
     lines = ["  genotype  called" + ("  truth" if labels is not None else "")]
-    truth = np.bincount(labels, minlength=len(GENOTYPES)) if labels is not None else None
-    for index, name in enumerate(GENOTYPES):
+    truth = np.bincount(labels, minlength=len(CLASS_NAMES)) if labels is not None else None
+    for index, name in enumerate(CLASS_NAMES):
         line = f"  {name:<8}  {counts[index]:>6}"
         lines.append(line + (f"  {truth[index]:>5}" if truth is not None else ""))
     if labels is not None:
@@ -82,11 +83,14 @@ def _write_calls(
     gq: np.ndarray,
     probabilities: np.ndarray,
 ) -> None:
-    header = "row\tposition\ttruth\tcall\tgq\tp_ref\tp_het\tp_hom_alt"
-    with open(path, "w") as handle:
+    """Write the calls table whole or not at all (a sibling temporary file, renamed)."""
+    header = "\t".join(["row", "position", "truth", "call", "gq",
+                        *(f"p_{name.lower()}" for name in CLASS_NAMES)])
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
         handle.write(header + "\n")
         for row in range(len(called)):
             position = "" if positions is None else str(positions[row])
-            truth = "" if labels is None else GENOTYPES[labels[row]]
+            truth = "" if labels is None else CLASS_NAMES[labels[row]]
             p = "\t".join(f"{value:.6g}" for value in probabilities[row])
-            handle.write(f"{row}\t{position}\t{truth}\t{GENOTYPES[called[row]]}\t{gq[row]:.2f}\t{p}\n")
+            call = CLASS_NAMES[called[row]]
+            handle.write(f"{row}\t{position}\t{truth}\t{call}\t{gq[row]:.2f}\t{p}\n")

@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "kerasport" / "assets")
     args = parser.parse_args()
 
-    from kerasport.featurize import write_examples
+    from kerasport.examples import write_examples
 
     examples = featurize_shared(args.shared)
     assert examples.labels is not None and examples.positions is not None

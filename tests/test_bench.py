@@ -181,3 +181,34 @@ def test_quick_bench_writes_every_section(
         "1,024 rows",
     ):
         assert column in printed
+
+
+@pytest.mark.parametrize("fmt", ["npy", "npz", "csv", "tsv", "tfrecord", "tfrecord.gz"])
+def test_examples_of_every_format_feed_the_pool(tmp_path: Path, fmt: str) -> None:
+    from kerasport.bench.workload import load_pool
+    from kerasport.examples import Examples, write_examples
+
+    rows = np.random.default_rng(3).integers(0, 101, size=(9, 5), dtype=np.int64)
+    path = write_examples(Examples(rows, labels=np.arange(9) % 3), tmp_path / f"x.{fmt}")
+    pool, source = load_pool(path, 5)
+    np.testing.assert_array_equal(pool, rows)
+    assert pool.dtype == np.int64 and pool.flags.c_contiguous
+    assert source == f"real: x.{fmt} (9 rows)"
+
+
+def test_explicit_examples_that_do_not_fit_are_clear_errors(tmp_path: Path) -> None:
+    from kerasport.bench.workload import load_pool
+    from kerasport.examples import Examples, ExamplesError, write_examples
+
+    with pytest.raises(ExamplesError, match=r"nope\.npz.*no such file"):
+        load_pool(tmp_path / "nope.npz", 5)
+    (tmp_path / "ragged.csv").write_text("1,2\n3\n")
+    with pytest.raises(ExamplesError, match=r"ragged\.csv") as info:
+        load_pool(tmp_path / "ragged.csv", 2)
+    assert "cannot read" not in str(info.value)  # the reader's message, not wrapped again
+    path = write_examples(Examples(np.zeros((4, 3))), tmp_path / "x.npy")
+    with pytest.raises(BenchError, match=r"shape \(4, 3\); the model takes 5"):
+        load_pool(path, 5)
+    # Without --examples, bundled rows of another width give way to synthetic ones.
+    pool, source = load_pool(None, 5)
+    assert pool.shape == (65_536, 5) and source.startswith("synthetic (")

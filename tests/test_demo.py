@@ -120,3 +120,17 @@ def test_demo_verify_reports(demo: tuple[subprocess.CompletedProcess[str], Path]
     assert html.lstrip().lower().startswith("<!doctype html")
     assert "onnxruntime" in html
     assert re.search(r"data:image/png;base64,[A-Za-z0-9+/]{100}", html), "no embedded plot"
+
+
+def test_a_failed_calls_write_leaves_no_file(tmp_path: Path) -> None:
+    from kerasport.demo import _write_calls
+
+    probabilities = np.full((3, len(CLASS_NAMES)), 1 / 3, dtype=np.float32)
+    gq = np.zeros(3)
+    path = tmp_path / "calls.tsv"
+    with pytest.raises(IndexError):  # row 2's truth is no class: the write stops there
+        _write_calls(path, None, np.array([0, 1, 9]), np.zeros(3, int), gq, probabilities)
+    assert list(tmp_path.iterdir()) == []
+    _write_calls(path, np.arange(3), np.array([0, 1, 2]), np.zeros(3, int), gq, probabilities)
+    lines = path.read_text().splitlines()
+    assert lines[0].split("\t") == CALLS_HEADER and len(lines) == 4

@@ -318,3 +318,65 @@ def test_rows_must_be_positive(examples: Examples, tmp_path: Path) -> None:
     path = write_examples(examples, tmp_path / "x.npy")
     with pytest.raises(ExamplesError, match="rows must be a positive integer"):
         iter_example_chunks(path, rows=0)
+
+
+def test_npz_loads_only_the_members_it_needs(tmp_path: Path) -> None:
+    features = np.arange(6).reshape(3, 2)
+    pickled = np.array([{"not": "data"}] * 3, dtype=object)  # unreadable with allow_pickle=False
+    extra = tmp_path / "extra.npz"
+    np.savez(extra, features=features, notes=pickled)
+    np.testing.assert_array_equal(read_examples(extra).features, features)
+    np.testing.assert_array_equal(next(iter_example_chunks(extra, rows=10)), features)
+    # Streaming needs the features alone; reading whole also loads (and checks) the labels.
+    labelled = tmp_path / "labelled.npz"
+    np.savez(labelled, features=features, labels=pickled)
+    np.testing.assert_array_equal(next(iter_example_chunks(labelled, rows=10)), features)
+    assert "not a numeric .npz archive" in _error(labelled)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_failed_write_leaves_no_file(
+    examples: Examples, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kerasport.examples.writers as writers
+
+    target = tmp_path / f"x.{fmt}"
+
+    # The format's own writer has written part of the file when the disk fills.
+    def partial(ex: Examples, path: Path, *args: Any, **kwargs: Any) -> None:
+        path.write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    for module, name in ((writers.arrays, "write_npy"), (writers.arrays, "write_npz"),
+                         (writers.text, "write_text"), (writers.tfrecord, "write_tfrecord")):
+        monkeypatch.setattr(module, name, partial)
+    with pytest.raises(OSError, match="No space"):
+        write_examples(examples, target)
+    assert list(tmp_path.iterdir()) == []
+    target.write_bytes(b"old")
+    with pytest.raises(OSError, match="No space"):
+        write_examples(examples, target)
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+    monkeypatch.undo()
+    write_examples(examples, target)
+    np.testing.assert_array_equal(read_examples(target).features, examples.features)
+
+
+def test_an_interrupted_tfrecord_write_leaves_no_file(
+    examples: Examples, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kerasport.examples.tfrecord as tfrecord
+
+    real_encode = tfrecord.encode_example
+    calls = []
+
+    def encode_then_interrupt(fields: Any) -> bytes:
+        calls.append(1)
+        if len(calls) > 100:
+            raise KeyboardInterrupt
+        return real_encode(fields)
+
+    monkeypatch.setattr(tfrecord, "encode_example", encode_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_examples(examples, tmp_path / "x.tfrecord.gz")
+    assert list(tmp_path.iterdir()) == []

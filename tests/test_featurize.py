@@ -14,7 +14,7 @@ import numpy as np
 import pysam
 import pytest
 
-from kerasport.examples import read_examples
+from kerasport.examples import read_examples, write_examples
 from kerasport.featurize import (
     FeaturizeError,
     FeaturizeResult,
@@ -23,7 +23,6 @@ from kerasport.featurize import (
     featurize,
     featurize_region,
     parse_region,
-    write_examples,
 )
 from kerasport.featurize import command as featurize_command
 from kerasport.featurize.regions import Region, resolve_contig

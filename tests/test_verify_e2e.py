@@ -13,17 +13,18 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kerasport.cli import main as verify_main
 from kerasport.errors import BundleError, InputError
 from kerasport.manifest import sha256_file
 from kerasport.testing import synthetic_examples, train_small_model
 from kerasport.verify import Comparison, Settings, verify_bundle
-from kerasport.verify.command import main as verify_main
 from kerasport.verify.report import report_json_text
 from kerasport.verify.result import Report
 
@@ -230,6 +231,16 @@ def test_is_snp_column_and_inputs_are_checked(
     missing = ["verify", str(tiny["model"]), str(tiny["bundle"]), "--examples", "nope.npy"]
     assert verify_main(missing) == 2
     assert "nope.npy" in capsys.readouterr().err
+
+
+def test_verify_without_progress_needs_no_tqdm(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # `import tqdm` now raises ImportError
+    report = verify_bundle(
+        tiny["model"], tiny["bundle"], [tiny["a"]], settings=Settings(invariance_rows=0)
+    )
+    assert report.passed
 
 
 def test_disabling_a_variant_type_removes_its_gate_flips(tiny: dict[str, Path]) -> None:

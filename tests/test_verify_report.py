@@ -225,3 +225,89 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as exit_info:
         run_cli(["--snp-threshold", "x"])
     assert exit_info.value.code == 2
+
+
+def test_cli_checks_output_directories_before_verifying(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*args: object, **kwargs: object) -> None:
+        pytest.fail("the verification ran although its report could not be written")
+
+    monkeypatch.setattr(command, "verify_bundle", never)
+    monkeypatch.setattr(command, "merge_reports", never)
+    for option in ("--json", "--html"):
+        target = tmp_path / "missing" / "r.out"
+        assert run_cli(["m.keras", "b", "--examples", "x.npy", option, str(target)]) == 2
+        err = capsys.readouterr().err
+        assert f"{option} {target}" in err and "does not exist" in err
+        assert run_cli(["--merge", "a.json", option, str(tmp_path)]) == 2
+        assert "is a directory" in capsys.readouterr().err
+
+
+def test_cli_prints_the_table_before_writing_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "r1.json"
+    path.write_text(report_json_text(make_report(1, failing=False)))
+
+    def full_disk(report: Report, target: str) -> None:
+        raise OSError(28, "No space left on device", target)
+
+    monkeypatch.setattr(command, "write_json", full_disk)
+    assert run_cli(["--merge", str(path), "--json", str(tmp_path / "total.json")]) == 2
+    out, err = capsys.readouterr()
+    assert "verdict: PASS (4,000 rows)" in out and "No space left on device" in err
+
+
+def test_a_failed_report_write_leaves_the_old_file_and_no_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kerasport.verify.report import write_html, write_json
+
+    report = make_report(1, failing=False)
+    target = tmp_path / "r.json"
+    target.write_text("old")
+    real_write_text = Path.write_text
+
+    def cut_short(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        real_write_text(self, text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    for write in (write_json, write_html):
+        with pytest.raises(OSError, match="No space"):
+            write(report, target)
+        assert target.read_text() == "old"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    monkeypatch.undo()
+    write_json(report, target)
+    assert json.loads(target.read_text())["rows"] == 4000
+
+
+def test_batch_sizes_must_be_positive_integers(capsys: pytest.CaptureFixture[str]) -> None:
+    for text in ("1,0", "1,x", ","):
+        with pytest.raises(SystemExit):
+            run_cli(["--batch-sizes", text])
+        assert "--batch-sizes" in capsys.readouterr().err
+
+
+def test_progress_without_tqdm_is_off_by_default_and_a_clear_error_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kerasport.errors import InputError
+    from kerasport.verify import core
+
+    monkeypatch.setattr(core, "progress_available", lambda: False)
+    with pytest.raises(InputError, match="progress bar needs tqdm"):
+        core.verify_bundle("m.keras", tmp_path, ["x.npy"], progress=True)
+    asked: list[bool] = []
+
+    def fake_verify(*args: object, progress: bool, **kwargs: object) -> Report:
+        asked.append(progress)
+        return make_report(1, failing=False)
+
+    monkeypatch.setattr(command, "verify_bundle", fake_verify)
+    monkeypatch.setattr(command, "progress_available", lambda: False)
+    monkeypatch.setattr(command.sys.stderr, "isatty", lambda: True)
+    assert run_cli(["m.keras", "b", "--examples", "x.npy", "--quiet"]) == 0
+    assert asked == [False]  # a terminal, but no tqdm: no bar rather than an ImportError

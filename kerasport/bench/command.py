@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kerasport.cliargs import positive_int
+
 DEFAULT_OUT = Path("bench-results")
 
 
@@ -18,16 +20,6 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _name_list(text: str) -> tuple[str, ...]:
@@ -72,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--examples",
         type=Path,
-        help="real example rows: .npz with an int64 'features' array, or .npy "
+        help="real example rows, any examples format (.npy .npz .csv .tsv .tfrecord[.gz]) "
         "(default: the bundled real examples when they fit the model, else synthetic rows)",
     )
     parser.add_argument(
@@ -88,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--sample-calls",
-        type=_positive_int,
+        type=positive_int,
         help="size of the seeded sample of trace calls for slow baselines (default 3000)",
     )
     parser.add_argument(
@@ -102,14 +94,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--large-rows",
-        type=_positive_int,
+        type=positive_int,
         help="rows of the large-region memory test (default 1000000)",
     )
     parser.add_argument(
         "--processes", type=_int_list, help="process counts for throughput (default 1,2)"
     )
     parser.add_argument(
-        "--cold-runs", type=_positive_int, help="fresh processes per cold-start figure (default 5)"
+        "--cold-runs", type=positive_int, help="fresh processes per cold-start figure (default 5)"
     )
     parser.add_argument(
         "--sections",

@@ -25,7 +25,6 @@ import numpy as np
 
 KERNELS_FILE = "kernels.npz"
 PREDICT_BATCH = 128  # DeepVariant's --small_model_inference_batch_size default
-GROUPS = ("kerasport", "keras-tf", "keras-jax")
 
 
 def _identity(x: np.ndarray) -> Any:
@@ -197,13 +196,15 @@ def _gemm_floor(kernels_path: Path) -> Engine:
 def _keras_group(group: str, model_path: Path, workdir: Path) -> Group:
     import keras
 
+    from kerasport.export.keras_model import load_keras_model
+
     if group == "keras-tf":
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     name = group.split("-", 1)[1]
-    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    model = load_keras_model(model_path)
     kernels = [np.asarray(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
     info: dict[str, Any] = {
         "keras_backend": keras.backend.backend(),

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasport.assets import DEFAULT_EXAMPLES
 from kerasport.bench import BenchError
 
-DEFAULT_EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples.npz"
 SYNTHETIC_ROWS = 65_536
 DRAW_SEED = 20_260_623  # fixed so every run and every process draws the same rows
 
@@ -28,38 +28,26 @@ def synthetic_pool(num_features: int, rows: int = SYNTHETIC_ROWS, seed: int = 0)
 def load_pool(path: Path | None, num_features: int) -> tuple[np.ndarray, str]:
     """The example pool and a line saying where it came from.
 
-    An explicit `path` must fit the model; the bundled real examples are used when they fit
-    and otherwise replaced by synthetic rows, so a bench of another model shape still runs.
+    An explicit `path` (any examples format) must fit the model: an unreadable one raises
+    the reader's ExamplesError, which names the file and the problem. The bundled real
+    examples are used when they fit and otherwise replaced by synthetic rows, so a bench of
+    another model shape still runs.
     """
+    from kerasport.examples import read_examples  # not at import: the workers never need it
+
     explicit = path is not None
     candidate = path if path is not None else DEFAULT_EXAMPLES
-    if not candidate.is_file():
-        if explicit:
-            raise BenchError(f"examples file not found: {candidate}")
+    if not explicit and not candidate.is_file():
         return synthetic_pool(num_features), "synthetic (seeded int64 0-100; no real examples)"
-    pool = _read_features(candidate)
-    if pool.ndim != 2 or pool.shape[1] != num_features or pool.shape[0] == 0:
+    pool = read_examples(candidate).features  # int64 (N, F)
+    if pool.shape[1] != num_features or pool.shape[0] == 0:
         message = (
             f"{candidate} holds features of shape {pool.shape}; the model takes {num_features}"
         )
         if explicit:
             raise BenchError(message)
         return synthetic_pool(num_features), f"synthetic ({message})"
-    return np.ascontiguousarray(
-        pool, dtype=np.int64
-    ), f"real: {candidate.name} ({len(pool):,} rows)"
-
-
-def _read_features(path: Path) -> np.ndarray:
-    try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        with np.load(path, allow_pickle=False) as data:
-            if "features" not in data:
-                raise BenchError(f"{path} has no 'features' array (it has {', '.join(data.files)})")
-            return np.asarray(data["features"])
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot read examples {path}: {exc}") from exc
+    return np.ascontiguousarray(pool), f"real: {candidate.name} ({len(pool):,} rows)"
 
 
 def draw(pool_rows: int, total: int, seed: int = DRAW_SEED) -> np.ndarray:

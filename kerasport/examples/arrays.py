@@ -49,30 +49,38 @@ def iter_npy(path: Path, rows: int) -> Iterator[np.ndarray]:
         yield as_int64_features(array[start : start + rows], f"{path} rows {start}+")
 
 
-def _open_npz(path: Path) -> dict[str, np.ndarray]:
+def _load_npz(
+    path: Path, extras: tuple[str, ...] = ()
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The features array (`features`, or the only member) and those of `extras` present.
+
+    Only these members are decompressed: an archive may carry other, larger arrays.
+    """
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+            members = list(npz.files)
+            if FEATURES_KEY in members:
+                key = FEATURES_KEY
+            elif len(members) == 1:
+                key = members[0]
+            else:
+                raise ExamplesError(
+                    f"{path}: no {FEATURES_KEY!r} array; it holds {sorted(members) or 'nothing'}"
+                )
+            features = npz[key]
+            return features, {name: npz[name] for name in extras if name in members}
+    except ExamplesError:
+        raise
     except ValueError as exc:
         raise ExamplesError(f"{path}: not a numeric .npz archive ({exc})") from exc
     except (OSError, zipfile.BadZipFile) as exc:
         raise ExamplesError(f"{path}: unreadable .npz file ({exc})") from exc
 
 
-def _npz_features(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    if FEATURES_KEY in arrays:
-        return arrays[FEATURES_KEY]
-    if len(arrays) == 1:
-        return next(iter(arrays.values()))
-    raise ExamplesError(
-        f"{path}: no {FEATURES_KEY!r} array; it holds {sorted(arrays) or 'nothing'}"
-    )
-
-
 def read_npz(path: Path) -> Examples:
     """Read `features` (or the only array), and `labels`, `feature_names`, `positions`."""
-    arrays = _open_npz(path)
-    features = as_int64_features(_npz_features(path, arrays), f"{path}: features")
+    raw, arrays = _load_npz(path, (LABELS_KEY, NAMES_KEY, POSITIONS_KEY))
+    features = as_int64_features(raw, f"{path}: features")
     names = arrays.get(NAMES_KEY)
     try:
         return Examples(
@@ -89,13 +97,14 @@ def iter_npz(path: Path, rows: int) -> Iterator[np.ndarray]:
     """Chunks of a `.npz` features array; the array itself is loaded whole (zip members
     cannot be memory-mapped), which callers streaming millions of rows should prefer .npy for.
     """
-    features = as_int64_features(_npz_features(path, _open_npz(path)), f"{path}: features")
+    features = as_int64_features(_load_npz(path)[0], f"{path}: features")
     for start in range(0, features.shape[0], rows):
         yield features[start : start + rows]
 
 
 def write_npy(examples: Examples, path: Path) -> None:
-    np.save(path, examples.features, allow_pickle=False)
+    with open(path, "wb") as handle:  # a handle: np.save would add .npy to a temporary name
+        np.save(handle, examples.features, allow_pickle=False)
 
 
 def write_npz(examples: Examples, path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasport.examples.model import Examples, ExamplesError
+from kerasport.examples.model import CLASS_NAMES, NUM_CLASSES, Examples, ExamplesError
 
 LABEL_COLUMN = "label"
 DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -102,12 +102,13 @@ class _TextChunks:
         if column is None:
             return table, None
         labels = table[:, column]
-        bad = (labels < 0) | (labels > 2)
+        bad = (labels < 0) | (labels >= NUM_CLASSES)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
+            classes = ", ".join(f"{i}={name}" for i, name in enumerate(CLASS_NAMES))
             raise ExamplesError(
                 f"{self.path}: line {numbers[row]}: label {labels[row]} is not a class id "
-                "(0=REF, 1=HET, 2=HOM_ALT)"
+                f"({classes})"
             )
         return np.delete(table, column, axis=1), labels
 

@@ -11,6 +11,7 @@ of `feature_names(vaf_window)` int64 features. Needs pysam (the `featurize` extr
 
 from __future__ import annotations
 
+from kerasport.examples import write_examples  # re-exported: featurize's output writer
 from kerasport.featurize.candidates import Candidate, CandidateThresholds
 from kerasport.featurize.core import (
     DEFAULT_MIN_BASE_QUALITY,
@@ -23,7 +24,6 @@ from kerasport.featurize.core import (
 from kerasport.featurize.errors import FeaturizeError
 from kerasport.featurize.features import DEFAULT_VAF_WINDOW, alt_allele_subsets, feature_names
 from kerasport.featurize.regions import Region, parse_region
-from kerasport.featurize.writers import write_examples
 
 __all__ = [
     "DEFAULT_MIN_BASE_QUALITY",

@@ -59,7 +59,7 @@ class IndelEvents:
 
 @dataclass
 class Pileup:
-    """Allele counts over [start, end) plus the per-observation tables behind them.
+    """Allele counts over the reference window plus the per-observation tables behind them.
 
     Per position i (reference position start + i): `ref_count`, `snp_count[i, b]` for b in
     ACGT, `indel_count` (all indel alleles), `depth` = all three summed (DeepVariant's
@@ -68,7 +68,7 @@ class Pileup:
     """
 
     start: int
-    reference: str  # upper-case reference bases of [start, end)
+    reference: str  # upper-case reference bases from start on
     mapq: np.ndarray
     reverse: np.ndarray
     base_pos: np.ndarray
@@ -81,10 +81,6 @@ class Pileup:
     snp_count: np.ndarray
     indel_count: np.ndarray
     depth: np.ndarray
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.reference)
 
     def allele_frequency(self) -> np.ndarray:
         """Per position: 100 * non-reference alleles // depth (0 where no reads), as the

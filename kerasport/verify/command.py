@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
+from kerasport.cliargs import nonnegative_int, positive_int
 from kerasport.errors import KerasportError
-from kerasport.verify.core import DEFAULT_CHUNK_ROWS, verify_bundle
+from kerasport.runtime import BACKENDS
+from kerasport.verify.core import DEFAULT_CHUNK_ROWS, progress_available, verify_bundle
 from kerasport.verify.merge import load_report, merge_reports
 from kerasport.verify.reference import PROCESS_MODES, REFERENCE_BACKENDS
 from kerasport.verify.report import render_table, write_html, write_json
@@ -31,24 +34,10 @@ invariance. Exit 0 = pass, 1 = fail, 2 = usage or input error.
 """
 
 
-def _nonnegative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _batch_sizes(text: str) -> tuple[int, ...]:
     try:
-        sizes = tuple(_positive_int(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
+        sizes = tuple(positive_int(part.strip()) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"expected sizes like 1,7,128: {exc}") from exc
     if not sizes:
         raise argparse.ArgumentTypeError("expected at least one batch size")
@@ -82,7 +71,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     which.add_argument(
         "--backend",
         default="onnxruntime",
-        help="backend under test: onnxruntime, tvm, or all the bundle has (default: %(default)s)",
+        help=f"backend under test: {', '.join(BACKENDS)}, or all the bundle has "
+        "(default: %(default)s)",
     )
     which.add_argument(
         "--reference-backend",
@@ -117,7 +107,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     rules.add_argument(
         "--is-snp-column",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=defaults.is_snp_column,
         help="0-based feature column of is_snp (default: %(default)s, the 13th feature)",
     )
@@ -130,13 +120,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     rules.add_argument(
         "--max-ulp",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=argparse.SUPPRESS,
         help="also fail when any output is more than N ULP from the reference (default: off)",
     )
     rules.add_argument(
         "--max-batch-ulp",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=argparse.SUPPRESS,
         help="also fail when batch sizes move an output more than N ULP (default: off)",
     )
@@ -148,7 +138,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     rules.add_argument(
         "--invariance-rows",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=defaults.invariance_rows,
         help="rows (the first ones) the invariance checks run on (default: %(default)s)",
     )
@@ -157,25 +147,25 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     out.add_argument("--html", metavar="PATH", help="write the HTML report (with plots) here")
     out.add_argument(
         "--list-rows",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=defaults.list_rows,
         help="row ids kept per list (arg-max changes, gate flips; default: %(default)s)",
     )
     out.add_argument(
         "--worst-rows",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=defaults.worst_rows,
         help="most different rows listed with their ids (default: %(default)s)",
     )
     out.add_argument(
         "--chunk-rows",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CHUNK_ROWS,
         help="rows read and compared at a time; memory scales with it (default: %(default)s)",
     )
     out.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="threads per backend under test (default: %(default)s)",
     )
@@ -183,7 +173,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="show a progress bar (default: when stderr is a terminal)",
+        help="show a progress bar, which needs tqdm (default: when stderr is a terminal and "
+        "tqdm is installed)",
     )
     out.add_argument("--quiet", action="store_true", help="print no table, only errors")
     parser.set_defaults(func=run)
@@ -220,7 +211,10 @@ def _build(args: argparse.Namespace) -> Report | str:
         return merge_reports(reports, list(args.merge), **overrides)
     if not (args.model and args.bundle and args.examples):
         return "give MODEL BUNDLE --examples FILE [FILE ...], or --merge REPORT [REPORT ...]"
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if args.progress is None:  # auto: a bar on a terminal, when tqdm is there to draw it
+        progress = sys.stderr.isatty() and progress_available()
+    else:
+        progress = args.progress
     return verify_bundle(
         args.model,
         args.bundle,
@@ -236,31 +230,40 @@ def _build(args: argparse.Namespace) -> Report | str:
     )
 
 
+def _missing_output_dir(args: argparse.Namespace) -> str | None:
+    """A usage error when a --json/--html file cannot be created, found before the run."""
+    for option, path in (("--json", args.json), ("--html", args.html)):
+        if not path:
+            continue
+        if not Path(path).parent.is_dir():
+            return f"{option} {path}: directory {Path(path).parent} does not exist"
+        if Path(path).is_dir():
+            return f"{option} {path} is a directory; give a file path"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run `kerasport verify`; return the exit status (0 pass, 1 fail, 2 usage/input)."""
+    """Run `kerasport verify`; return the exit status (0 pass, 1 fail, 2 usage/input).
+
+    Output directories are checked before the (possibly hours-long) run, and the table is
+    printed before the report files are written, so a failed write loses neither.
+    """
+    problem = _missing_output_dir(args)
+    if problem:
+        return _usage(problem)
     try:
         report = _build(args)
-        if isinstance(report, str):
-            return _usage(report)
+    except (KerasportError, OSError) as exc:
+        return _usage(str(exc))
+    if isinstance(report, str):
+        return _usage(report)
+    if not args.quiet:
+        print(render_table(report), flush=True)
+    try:
         if args.json:
             write_json(report, args.json)
         if args.html:
             write_html(report, args.html)
     except (KerasportError, OSError) as exc:
         return _usage(str(exc))
-    if not args.quiet:
-        print(render_table(report))
     return report.exit_code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run verify alone (python -m kerasport.verify.command ...), for use before wiring."""
-    parser = argparse.ArgumentParser(prog="kerasport")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    status: int = args.func(args)
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,6 +8,7 @@ Memory holds one chunk, its outputs, and the sample, whatever the number of rows
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from collections.abc import Sequence
@@ -81,11 +82,32 @@ def check_model_matches(
     )
 
 
-def _progress(total: int | None, enabled: bool) -> Any:
+def progress_available() -> bool:
+    """Whether tqdm, which draws the progress bar, is installed (it is not in `export`)."""
+    return importlib.util.find_spec("tqdm") is not None
+
+
+class _NoProgress:
+    """What `_progress` gives when no bar is wanted: no tqdm import (it is not in `export`)."""
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _progress(files: Sequence[str | Path], enabled: bool) -> Any:
+    """A tqdm bar over the rows of `files` when enabled; otherwise a no-op stand-in."""
+    if not enabled:
+        return _NoProgress()
     from tqdm import tqdm
 
     return tqdm(
-        total=total,
+        total=count_rows(files),
         unit="rows",
         unit_scale=True,
         desc="verify",
@@ -125,6 +147,11 @@ def verify_bundle(
         raise InputError("an examples file is given more than once; its row ids would clash")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise InputError(f"chunk_rows must be a positive integer; got {chunk_rows!r}")
+    if progress and not progress_available():
+        raise InputError(
+            "the progress bar needs tqdm (pip install 'kerasport[report]'); "
+            "or turn progress off (--no-progress)"
+        )
     manifest = read_manifest(bundle)
     names = resolve_backends(bundle, backends)
     if not model.is_file():
@@ -213,7 +240,7 @@ def _stream(
     backend, then into each backend's Comparison. Returns rows per input and the sample."""
     inputs = dict.fromkeys(files, 0)
     sample = _Sample(settings.invariance_rows)
-    with _progress(count_rows(files), progress) as bar:
+    with _progress(files, progress) as bar:
         for chunk in iter_chunks(files, chunk_rows, manifest.num_features):
             is_snp = is_snp_flags(chunk, settings.is_snp_column)
             pending = reference.submit(chunk.features)

@@ -135,10 +135,6 @@ class LogAxis:
             out[nonzero] = 1 + np.clip(scaled, 0, self.size - 2).astype(np.int64)
         return out
 
-    def edges(self) -> list[float]:
-        """Lower edge of each bin (0 for the zero bin)."""
-        return [0.0] + [10.0 ** (self.low_exp + j / self.per_decade) for j in range(self.size - 1)]
-
     def describe(self) -> dict[str, Any]:
         return {
             "kind": "log10",
@@ -158,10 +154,6 @@ class LinearAxis:
     def index(self, values: np.ndarray) -> np.ndarray:
         scaled = np.floor((values - self.low) / (self.high - self.low) * self.size)
         return np.clip(scaled, 0, self.size - 1).astype(np.int64)
-
-    def edges(self) -> list[float]:
-        step = (self.high - self.low) / self.size
-        return [self.low + i * step for i in range(self.size)]
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "linear", "low": self.low, "high": self.high, "size": self.size}

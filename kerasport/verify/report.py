@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from kerasport.atomic import atomic_path
 from kerasport.verify.result import Report
 from kerasport.verify.rows import RowId
 
@@ -132,7 +133,10 @@ def report_json_text(report: Report) -> str:
 
 
 def write_json(report: Report, path: str | Path) -> None:
-    Path(path).write_text(report_json_text(report))
+    """Write the JSON report whole or not at all (a sibling temporary file, renamed)."""
+    text = report_json_text(report)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -147,4 +151,6 @@ def write_html(report: Report, path: str | Path) -> None:
     """Self-contained HTML report with plots (needs matplotlib)."""
     from kerasport.verify.html import render_html
 
-    Path(path).write_text(render_html(report))
+    page = render_html(report)
+    with atomic_path(path) as tmp:
+        tmp.write_text(page)

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-# Largest distance between two finite float32 values (from -max to +max), plus the infinities.
-MAX_DISTANCE = 2 * 0x7F800000
-
 
 def ordered_int(values: np.ndarray) -> np.ndarray:
     """Map float32 values to int64 so adjacent floats map to adjacent integers."""
