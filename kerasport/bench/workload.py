@@ -14,15 +14,10 @@ import numpy as np
 
 from kerasport.assets import DEFAULT_EXAMPLES
 from kerasport.bench import BenchError
+from kerasport.export.check import probe_examples
 
 SYNTHETIC_ROWS = 65_536
 DRAW_SEED = 20_260_623  # fixed so every run and every process draws the same rows
-
-
-def synthetic_pool(num_features: int, rows: int = SYNTHETIC_ROWS, seed: int = 0) -> np.ndarray:
-    """int64 rows in 0-100, the range of the small model's features, for when no real ones exist."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 101, size=(rows, num_features), dtype=np.int64)
 
 
 def load_pool(path: Path | None, num_features: int) -> tuple[np.ndarray, str]:
@@ -38,7 +33,8 @@ def load_pool(path: Path | None, num_features: int) -> tuple[np.ndarray, str]:
     explicit = path is not None
     candidate = path if path is not None else DEFAULT_EXAMPLES
     if not explicit and not candidate.is_file():
-        return synthetic_pool(num_features), "synthetic (seeded int64 0-100; no real examples)"
+        source = "synthetic (seeded int64 0-100; no real examples)"
+        return probe_examples(num_features, SYNTHETIC_ROWS), source
     pool = read_examples(candidate).features  # int64 (N, F)
     if pool.shape[1] != num_features or pool.shape[0] == 0:
         message = (
@@ -46,7 +42,7 @@ def load_pool(path: Path | None, num_features: int) -> tuple[np.ndarray, str]:
         )
         if explicit:
             raise BenchError(message)
-        return synthetic_pool(num_features), f"synthetic ({message})"
+        return probe_examples(num_features, SYNTHETIC_ROWS), f"synthetic ({message})"
     return np.ascontiguousarray(pool), f"real: {candidate.name} ({len(pool):,} rows)"
 
 
