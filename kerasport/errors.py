@@ -15,3 +15,10 @@ class InputError(KerasportError):
 
 class ExportError(KerasportError):
     """A model could not be exported, or the exported model disagrees with the original."""
+
+
+class BackendUnavailableError(BundleError):
+    """A backend cannot run here: its extra is not installed, or no artifact fits this CPU.
+
+    `load(backend="auto")` moves on to the next backend only on this error.
+    """

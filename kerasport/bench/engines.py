@@ -132,13 +132,13 @@ def _ort_floors(bundle: Path) -> list[Engine]:
     """
     import onnxruntime as ort
 
-    from kerasport.manifest import checked_artifact_path, read_manifest
+    from kerasport.manifest import artifacts_of, checked_bytes, read_manifest
     from kerasport.runtime.backends.onnxruntime import session_options
 
     manifest = read_manifest(bundle)
-    path = checked_artifact_path(bundle, manifest, "onnxruntime")
+    artifact = next(iter(artifacts_of(manifest, "onnxruntime").values()))
     session = ort.InferenceSession(
-        str(path), session_options(1), providers=["CPUExecutionProvider"]
+        checked_bytes(bundle, artifact), session_options(1), providers=["CPUExecutionProvider"]
     )
     bound: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
 

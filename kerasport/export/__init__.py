@@ -18,6 +18,7 @@ from kerasport.errors import ExportError, InputError
 from kerasport.export.bundle import check_destination, write_atomically
 from kerasport.export.check import DEFAULT_ATOL, check_agreement, keras_predict, probe_examples
 from kerasport.export.keras_model import classifier_shape, load_keras_model
+from kerasport.export.model_info import read_model_info
 from kerasport.export.onnx import DEFAULT_OPSET, check_opset, keras_to_onnx
 from kerasport.manifest import MANIFEST_NAME, Artifact, Manifest, sha256_file
 from kerasport.versions import installed_versions
@@ -45,6 +46,7 @@ def export_bundle(
     check_destination(out_dir)  # fail before the slow load and conversion, not after
     model = load_keras_model(model_path)
     num_features, num_classes = classifier_shape(model)
+    feature_names, model_info = read_model_info(model_path, num_features)
     proto = keras_to_onnx(model, num_features, opset)
     probe = probe_examples(num_features) if probe is None else probe
     reference = keras_predict(model, probe)
@@ -58,6 +60,7 @@ def export_bundle(
             num_classes=num_classes,
             artifacts={
                 "onnxruntime": Artifact(
+                    backend="onnxruntime",
                     file=ONNX_FILE,
                     sha256=sha256_file(bundle / ONNX_FILE),
                     details={"opset": opset, "ir_version": int(proto.ir_version)},
@@ -67,6 +70,8 @@ def export_bundle(
             source_sha256=sha256_file(model_path),
             versions=installed_versions(_VERSIONED),
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            feature_names=feature_names,
+            model_info=model_info,
         )
         (bundle / MANIFEST_NAME).write_text(manifest.to_json())
         _check_bundle(bundle, probe, reference, atol)
@@ -78,7 +83,7 @@ def _check_bundle(bundle: Path, probe: np.ndarray, reference: np.ndarray, atol: 
     """Load the bundle as a user would and compare it with Keras."""
     from kerasport import runtime
 
-    classifier = runtime.load(bundle)
+    classifier = runtime.load(bundle, backend="onnxruntime")
     try:
         candidate = classifier.predict(probe, batch_size=128)
     except InputError as exc:

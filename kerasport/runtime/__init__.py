@@ -14,29 +14,38 @@ from typing import Any
 import numpy as np
 
 from kerasport.manifest import read_manifest
-from kerasport.runtime.backends import BACKENDS, open_runner
+from kerasport.runtime.backends import AUTO, BACKENDS, open_runner
 from kerasport.runtime.classifier import Classifier
 from kerasport.runtime.inputs import positive_int
 
-__all__ = ["BACKENDS", "Classifier", "available_backends", "classify", "load"]
+__all__ = ["AUTO", "BACKENDS", "Classifier", "available_backends", "classify", "load"]
 
 
-def load(bundle_dir: str | Path, backend: str = "onnxruntime", threads: int = 1) -> Classifier:
+def load(bundle_dir: str | Path, backend: str = AUTO, threads: int = 1) -> Classifier:
     """Open a bundle on one backend after checking its manifest and artifact checksums.
 
+    `backend="auto"` serves from TVM when the bundle has a library this CPU runs and the
+    `tvm` extra is installed, else from ONNX Runtime; `classifier.backend` says which.
     `threads` defaults to 1 because DeepVariant runs one process per core.
     """
     threads = positive_int(threads, "threads")
     bundle = Path(bundle_dir)
     manifest = read_manifest(bundle)
     runner = open_runner(backend, bundle, manifest, threads)
-    return Classifier(runner, manifest.num_features, manifest.num_classes, backend)
+    return Classifier(
+        runner,
+        manifest.num_features,
+        manifest.num_classes,
+        manifest.artifacts[runner.artifact].backend,
+        runner.artifact,
+        manifest.feature_names,
+    )
 
 
 def available_backends(bundle_dir: str | Path) -> list[str]:
-    """Backends this runtime can serve from the bundle's artifacts."""
-    artifacts = read_manifest(bundle_dir).artifacts
-    return [name for name in BACKENDS if name in artifacts]
+    """Backends that have an artifact in the bundle (whether this host can run them or not)."""
+    backends = read_manifest(bundle_dir).backends()
+    return [name for name in BACKENDS if name in backends]
 
 
 def classify(classifier: Any, examples: Any, batch_size: int) -> np.ndarray:

@@ -1,8 +1,11 @@
 """A classifier with the Keras calling convention, served by a compiled backend.
 
-Code written for a Keras model (`model.predict(x, batch_size=128, verbose=0)` or
-`model(x, training=False)`) runs unchanged. Rows go through in chunks into one preallocated
-output, so memory stays bounded however many rows a region has.
+Code written for a Keras model runs unchanged at each of DeepVariant's call sites:
+`model.predict(x, batch_size=128, verbose=0)` (r1.10), `model(x)` (PR 1089) and
+`model.predict_on_batch(x[i : i + batch_size])` (current upstream). Rows go through in chunks
+of at most MAX_CHUNK_ROWS into one preallocated output, so memory stays bounded however many
+rows a region has and whatever batch size the caller asks for; results do not depend on the
+chunking, so they are the bits one big call would give.
 """
 
 from __future__ import annotations
@@ -15,18 +18,59 @@ from kerasport.errors import InputError
 from kerasport.runtime.backends import Runner
 from kerasport.runtime.inputs import as_examples_array, check_finite, positive_int
 
-# __call__ has no batch_size argument in Keras; this chunk keeps its memory bounded too.
-CALL_CHUNK_ROWS = 1024
+# The most rows one engine call sees: bounds the engine's working memory (for a 750-wide
+# model, about 6 MB of activations) whatever batch size the caller asks for. `__call__` and
+# `predict_on_batch`, which have no batch size in Keras, use this chunk too.
+MAX_CHUNK_ROWS = 1024
 
 
 class Classifier:
-    """Keras-compatible `predict` and `__call__` over a backend runner."""
+    """Keras-compatible `predict`, `predict_on_batch` and `__call__` over a backend runner.
 
-    def __init__(self, runner: Runner, num_features: int, num_classes: int, backend: str) -> None:
+    `backend` and `artifact` say what serves the calls (a TVM bundle may hold one library
+    per target CPU); `feature_names` are the model's, in order, when the bundle recorded
+    DeepVariant's small_model_info.json, so a caller can check its features before a
+    genome-long run (`check_feature_names`).
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        num_features: int,
+        num_classes: int,
+        backend: str,
+        artifact: str,
+        feature_names: list[str] | None = None,
+    ) -> None:
         self._runner = runner
         self.num_features = num_features
         self.num_classes = num_classes
         self.backend = backend
+        self.artifact = artifact
+        self.feature_names = None if feature_names is None else tuple(feature_names)
+
+    def __repr__(self) -> str:
+        return (
+            f"Classifier({self.num_features} features -> {self.num_classes} classes, "
+            f"backend={self.backend!r}, artifact={self.artifact!r})"
+        )
+
+    def check_feature_names(self, names: Any) -> None:
+        """Refuse a caller whose features are not the model's, naming the first difference."""
+        if self.feature_names is None:
+            raise InputError("this bundle records no feature names (no small_model_info.json)")
+        names = tuple(names)
+        if names == self.feature_names:
+            return
+        if len(names) != len(self.feature_names):
+            raise InputError(
+                f"caller has {len(names)} features; the model takes {len(self.feature_names)}"
+            )
+        index = next(i for i, (a, b) in enumerate(zip(names, self.feature_names, strict=True)) if a != b)
+        raise InputError(
+            f"feature {index} is {names[index]!r} for the caller but "
+            f"{self.feature_names[index]!r} for the model"
+        )
 
     def predict(self, examples: Any, batch_size: int | None = 128, verbose: Any = 0) -> np.ndarray:
         """Class probabilities, float32 (N, num_classes); `verbose` is accepted, ignored."""
@@ -35,13 +79,18 @@ class Classifier:
         chunk_rows = 32 if batch_size is None else positive_int(batch_size, "batch_size")
         return self._run_chunked(as_examples_array(examples, self.num_features), chunk_rows)
 
+    def predict_on_batch(self, x: Any) -> np.ndarray:
+        """Keras' one-batch predict; a huge batch still runs in bounded chunks."""
+        return self._run_chunked(as_examples_array(x, self.num_features), MAX_CHUNK_ROWS)
+
     def __call__(self, examples: Any, training: bool = False) -> np.ndarray:
         """Keras' direct call; `training=True` is refused since there is nothing to train."""
         if training:
             raise InputError("a kerasport classifier runs inference only; training=True is refused")
-        return self._run_chunked(as_examples_array(examples, self.num_features), CALL_CHUNK_ROWS)
+        return self._run_chunked(as_examples_array(examples, self.num_features), MAX_CHUNK_ROWS)
 
     def _run_chunked(self, array: np.ndarray, chunk_rows: int) -> np.ndarray:
+        chunk_rows = min(chunk_rows, MAX_CHUNK_ROWS)
         rows = array.shape[0]
         if rows <= chunk_rows:  # the common per-region call: one chunk, no extra copy
             if rows == 0:

@@ -169,7 +169,9 @@ def verify_bundle(
         classifiers = {name: runtime.load(bundle, backend=name, threads=threads) for name in names}
         results = {
             name: BackendResult(
-                name, Comparison(settings), artifact_sha256=manifest.artifacts[name].sha256
+                name,
+                Comparison(settings),
+                artifact_sha256=manifest.artifacts[classifiers[name].artifact].sha256,
             )
             for name in names
         }

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from kerasport.errors import BundleError
-from kerasport.manifest import Manifest, checked_artifact_path
+from kerasport.manifest import Manifest, artifacts_of, checked_bytes
 
 # Chunks up to this many rows run through a binding kept per row count (at most ~2.4 MB for
 # a 70-feature model); DeepVariant's per-region calls have 3.5 rows on average.
@@ -57,13 +58,17 @@ class OnnxRuntimeRunner:
     output removes that. Bindings are per thread, so threads may share a runner.
     """
 
-    def __init__(self, model_path: Path, manifest: Manifest, threads: int) -> None:
+    def __init__(
+        self, model: bytes, manifest: Manifest, threads: int, artifact: str, where: str
+    ) -> None:
         try:
             self._session = ort.InferenceSession(
-                str(model_path), session_options(threads), providers=["CPUExecutionProvider"]
+                model, session_options(threads), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own exception types for bad models
-            raise BundleError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
+            raise BundleError(f"ONNX Runtime cannot load {where}: {exc}") from exc
+        check_signature(self._session, manifest, where)
+        self.artifact = artifact
         self._manifest = manifest
         self._output_names = [manifest.output_name]
         self._local = threading.local()
@@ -92,6 +97,37 @@ class OnnxRuntimeRunner:
         return slot
 
 
+def check_signature(session: ort.InferenceSession, manifest: Manifest, where: str) -> None:
+    """Refuse a model whose inputs or outputs are not the ones the manifest promises.
+
+    Without this a mismatched bundle loads and then fails on every call with an error that
+    blames the caller's input, or returns the wrong number of classes.
+    """
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    expected = [
+        ("input count", 1, len(inputs)),
+        ("output count", 1, len(outputs)),
+        ("input name", manifest.input_name, inputs[0].name if inputs else None),
+        ("output name", manifest.output_name, outputs[0].name if outputs else None),
+        ("input dtype", "tensor(float)", inputs[0].type if inputs else None),
+        ("output dtype", "tensor(float)", outputs[0].type if outputs else None),
+        ("feature count", manifest.num_features, _width(inputs[0].shape) if inputs else None),
+        ("class count", manifest.num_classes, _width(outputs[0].shape) if outputs else None),
+    ]
+    for what, promised, actual in expected:
+        if promised != actual:
+            raise BundleError(
+                f"{where} does not match its manifest: {what} is {actual!r} in the model but "
+                f"{promised!r} in the manifest"
+            )
+
+
+def _width(shape: list[Any]) -> Any:
+    """The second dimension of a (batch, width) signature; anything else is returned whole."""
+    return shape[1] if len(shape) == 2 else shape
+
+
 def open_runner(bundle_dir: Path, manifest: Manifest, threads: int) -> OnnxRuntimeRunner:
-    path = checked_artifact_path(bundle_dir, manifest, "onnxruntime")
-    return OnnxRuntimeRunner(path, manifest, threads)
+    key, artifact = next(iter(artifacts_of(manifest, "onnxruntime").items()))
+    model = checked_bytes(bundle_dir, artifact)
+    return OnnxRuntimeRunner(model, manifest, threads, key, str(bundle_dir / artifact.file))
