@@ -66,7 +66,8 @@ class Classifier:
             raise InputError(
                 f"caller has {len(names)} features; the model takes {len(self.feature_names)}"
             )
-        index = next(i for i, (a, b) in enumerate(zip(names, self.feature_names, strict=True)) if a != b)
+        pairs = zip(names, self.feature_names, strict=True)
+        index = next(i for i, (a, b) in enumerate(pairs) if a != b)
         raise InputError(
             f"feature {index} is {names[index]!r} for the caller but "
             f"{self.feature_names[index]!r} for the model"
