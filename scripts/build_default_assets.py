@@ -86,7 +86,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "kerasport" / "assets")
     args = parser.parse_args()
 
+    import kerasport
     from kerasport.examples import write_examples
+    from kerasport.export.model_info import write_model_info
 
     examples = featurize_shared(args.shared)
     assert examples.labels is not None and examples.positions is not None
@@ -100,7 +102,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model.save(args.out / "model.keras")
     write_examples(examples, args.out / "examples.npz")
-    for name in ("model.keras", "examples.npz"):
+    write_model_info(args.out, examples.feature_names, f"kerasport-{kerasport.__version__}")
+    for name in ("model.keras", "examples.npz", "small_model_info.json"):
         print(f"wrote {args.out / name} ({(args.out / name).stat().st_size / 1e6:.2f} MB)")
 
 

@@ -51,3 +51,12 @@ def read_model_info(
         "sha256": sha256_file(path),
         "version": version if isinstance(version, str) else None,
     }
+
+
+def write_model_info(model_dir: Path, feature_names: list[str], version: str) -> Path:
+    """Write `small_model_info.json` as DeepVariant does, for a model kerasport trained."""
+    path = Path(model_dir) / MODEL_INFO_NAME
+    info = {"version": version, "shape": len(feature_names), "model_features": feature_names,
+            "config": {}}
+    path.write_text(json.dumps(info, indent=2) + "\n")
+    return path
