@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 # tested there too when such a Python exists (pyenv's, or one on PATH).
 PY310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10 2>/dev/null))
 PY310_VENV := .venv-py310
+# A clean venv with the wheel installed as a user installs it (the `export` extra only), so
+# the tests can run the installed commands; rebuilt whenever the package's files change.
+WHEEL_VENV := .venv-wheel
+PACKAGE_FILES := pyproject.toml README.md $(shell find kerasport -type f -not -path '*/__pycache__/*')
 
 .PHONY: demo test lint bench clean
 
@@ -16,12 +20,23 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-$(PY310_VENV)/.installed:
+$(PY310_VENV)/.installed: Makefile
 	@if [ -n "$(PY310)" ] && "$(PY310)" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
 		"$(PY310)" -m venv $(PY310_VENV) && \
-		$(PY310_VENV)/bin/python -m pip install -q "numpy>=1.24,<2" "onnxruntime==1.23.2" && \
+		$(PY310_VENV)/bin/python -m pip install -q "numpy>=1.24,<2" "onnxruntime==1.23.2" \
+			"apache-tvm==0.27.0.post1" "apache-tvm-ffi==0.1.14.post0" && \
 		touch $@; \
 	else echo "no Python 3.10 found: the Python 3.10 runtime test will be skipped"; fi
+
+$(WHEEL_VENV)/.installed: $(BIN)/.installed $(PACKAGE_FILES)
+	rm -rf $(WHEEL_VENV) dist
+	$(BIN)/python -m pip wheel -q --no-deps -w dist . > .wheel-build.log 2>&1 || (cat .wheel-build.log; exit 1)
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(WHEEL_VENV)/bin/python -m pip install "$$(ls dist/kerasport-*.whl)[export]" > .wheel-install.log 2>&1 \
+		|| (cat .wheel-install.log; exit 1)
+	mv .wheel-build.log .wheel-install.log $(WHEEL_VENV)/
+	touch $@
 
 demo: $(BIN)/.installed
 	$(BIN)/kerasport demo
@@ -30,12 +45,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check kerasport tests benchmarks scripts
 	$(BIN)/mypy kerasport
 
-test: $(BIN)/.installed $(PY310_VENV)/.installed lint
+test: $(BIN)/.installed $(PY310_VENV)/.installed $(WHEEL_VENV)/.installed lint
 	KERASPORT_PY310=$(if $(wildcard $(PY310_VENV)/.installed),$(abspath $(PY310_VENV))/bin/python) \
+		KERASPORT_WHEEL_VENV=$(abspath $(WHEEL_VENV)) \
 		$(BIN)/python -m pytest -q -W ignore::DeprecationWarning
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_latency.py
 
 clean:
-	rm -rf $(VENV) $(PY310_VENV)
+	rm -rf $(VENV) $(PY310_VENV) $(WHEEL_VENV) dist

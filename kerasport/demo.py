@@ -8,6 +8,7 @@ before trusting the toolkit with their own model.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -39,28 +40,52 @@ def run(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    print(f"1/3 export {DEFAULT_MODEL.name} -> {out / 'bundle'}")
-    bundle = export_bundle(DEFAULT_MODEL, out / "bundle")
+    targets = _tvm_targets()
+    print(f"1/3 export {DEFAULT_MODEL.name} -> {out / 'bundle'} (ONNX"
+          + (", TVM for this CPU)" if targets else "; TVM needs pip install 'kerasport[tvm]')"))
+    bundle = export_bundle(DEFAULT_MODEL, out / "bundle", tvm_targets=targets)
 
     examples = read_examples(DEFAULT_EXAMPLES)
-    classifier = runtime.load(bundle)
+    classifier = runtime.load(bundle)  # auto: TVM where the bundle has a library for this CPU
+    classifier.check_feature_names(examples.feature_names or ())
     probabilities = runtime.classify(classifier, examples.features, batch_size=128)
     called = probabilities.argmax(axis=1)
     gq = genotype_quality(probabilities)
-    print(f"2/3 classify {len(called)} real examples with the {classifier.backend} runtime")
+    print(f"2/3 classify {len(called)} real examples with the {classifier.backend} runtime "
+          f"({classifier.artifact}; their {classifier.num_features} feature names match the "
+          "model's small_model_info.json)")
     print(_calls_table(called, examples.labels))
     calls = out / "calls.tsv"
     _write_calls(calls, examples.positions, examples.labels, called, gq, probabilities)
 
-    print("3/3 verify the bundle against Keras on the same examples")
-    report = verify_bundle(DEFAULT_MODEL, bundle, [DEFAULT_EXAMPLES])
+    print("3/3 verify every backend of the bundle against Keras on the same examples")
+    report = verify_bundle(DEFAULT_MODEL, bundle, [DEFAULT_EXAMPLES], backends="all")
     print(render_table(report))
     write_json(report, out / "verify.json")
-    write_html(report, out / "verify.html")
-    print(f"\nfiles: {bundle}/ (bundle), {calls}, {out / 'verify.json'}, {out / 'verify.html'}")
+    files = [f"{bundle}/ (bundle)", str(calls), str(out / "verify.json")]
+    if importlib.util.find_spec("matplotlib") is not None:
+        write_html(report, out / "verify.html")
+        files.append(str(out / "verify.html"))
+    else:
+        print("(verify.html needs matplotlib: pip install 'kerasport[report]')")
+    print("\nfiles: " + ", ".join(files))
     print("verdict: " + ("PASS" if report.passed else "FAIL") + " (exit code "
           f"{report.exit_code})")
     return report.exit_code
+
+
+def _tvm_targets() -> list[str]:
+    """["auto"] when the tvm extra is installed and this CPU runs a TVM target, else []."""
+    if importlib.util.find_spec("tvm") is None:
+        return []
+    from kerasport.cpu import host_cpu_features, missing_features
+    from kerasport.export.tvm import known_targets
+
+    runs = any(
+        not missing_features(t.cpu_features, host_cpu_features())
+        for t in known_targets().values()
+    )
+    return ["auto"] if runs else []
 
 
 def _calls_table(called: np.ndarray, labels: np.ndarray | None) -> str:

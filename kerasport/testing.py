@@ -29,6 +29,29 @@ def synthetic_examples(
     return x, labels
 
 
+def clear_of_decision_edges(
+    probabilities: np.ndarray,
+    is_snp: np.ndarray,
+    snp_threshold: float = 20,
+    indel_threshold: float = 28,
+    gq_margin: float = 0.05,
+    p_margin: float = 1e-3,
+) -> np.ndarray:
+    """Rows whose genotype and gate decisions no rounding-sized change can move (bool mask).
+
+    A freshly trained model puts rows wherever training on this CPU put them; a test that
+    says "a few-ULP change moves no decision" must use rows with known margins: top two
+    probabilities more than `p_margin` apart and GQ more than `gq_margin` phred from the
+    row's threshold.
+    """
+    from kerasport.verify.gq import genotype_quality
+
+    top2 = np.sort(probabilities, axis=1)[:, -2:]
+    threshold = np.where(is_snp, snp_threshold, indel_threshold)
+    gq = genotype_quality(probabilities)
+    return (top2[:, 1] - top2[:, 0] > p_margin) & (np.abs(gq - threshold) > gq_margin)
+
+
 def train_small_model(
     path: str | Path,
     num_features: int = 70,
@@ -40,7 +63,9 @@ def train_small_model(
     learning_rate: float = 1e-3,
 ) -> Path:
     """Train (`epochs=0`: leave untrained) and save a Dense-relu MLP with a 3-way softmax."""
-    import keras
+    from kerasport.quiet import quiet_import
+
+    keras = quiet_import("keras")
 
     keras.utils.set_random_seed(seed)
     layers: list = [keras.Input((num_features,))]

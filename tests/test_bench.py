@@ -17,7 +17,17 @@ import pytest
 
 from kerasport.bench import BenchError
 from kerasport.bench import command as bench_command
-from kerasport.bench.trace import default_trace_paths, read_trace, seeded_sample
+from kerasport.bench.trace import (
+    SUMMARY_PATH,
+    calls_by_rows,
+    default_trace,
+    default_trace_paths,
+    describe_source,
+    load_summary,
+    read_trace,
+    seeded_sample,
+    summary_trace,
+)
 
 HEADER = (
     "region\tget reads\tfind candidates\tmake pileup images\twrite outputs\t"
@@ -72,13 +82,67 @@ def test_trace_errors_name_the_problem(tmp_path: Path) -> None:
         read_trace([write_trace(tmp_path / "empty.tsv", [0, 0])])
 
 
-def test_no_trace_found_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import kerasport.bench.trace as trace_module
+def test_default_trace_is_the_full_one_else_the_packaged_summary(tmp_path: Path) -> None:
+    full = [write_trace(tmp_path / "a.tsv", [1])]
+    assert default_trace(lambda: full) == full
+    assert default_trace(lambda: []) == [SUMMARY_PATH]
+    assert describe_source(full)["text"] == "full trace a.tsv, replayed call by call in file order"
+    source = describe_source([SUMMARY_PATH])
+    assert source["kind"] == "packaged summary"
+    assert source["text"].startswith("packaged summary kerasport/assets/trace-summary.json of "
+                                     "make_examples_runtime-00000-of-00002.tsv (sha256 ")
 
-    monkeypatch.setattr(trace_module, "default_trace_paths", lambda start=None: [])
-    args = parse(["bench", str(tmp_path), "--model", str(tmp_path / "m.keras")])
-    with pytest.raises(BenchError, match="no workload trace"):
-        args.func(args)
+
+def test_packaged_summary_adds_up() -> None:
+    """The packaged summary is the README's trace: its totals agree with its histogram, and
+    its calls are exactly that multiset, in the same seeded order every time."""
+    summary = load_summary()
+    histogram = {int(rows): calls for rows, calls in summary["calls_by_rows"].items()}
+    assert (summary["regions"], summary["calls"], summary["rows"]) == (96_510, 65_727, 230_957)
+    assert sum(histogram.values()) == summary["calls"]
+    assert sum(rows * calls for rows, calls in histogram.items()) == summary["rows"]
+    assert min(histogram) == 1 and max(histogram) == 453
+    trace = read_trace([SUMMARY_PATH])
+    assert (trace.regions, trace.calls, trace.rows) == (96_510, 65_727, 230_957)
+    assert calls_by_rows(trace.counts) == summary["calls_by_rows"]
+    np.testing.assert_array_equal(trace.counts, summary_trace().counts)
+    assert trace.counts.dtype == np.int64 and not np.all(np.diff(trace.counts) >= 0)  # shuffled
+    sources = summary["provenance"]["sources"]
+    assert [s["file"] for s in sources] == ["make_examples_runtime-00000-of-00002.tsv",
+                                            "make_examples_runtime-00001-of-00002.tsv"]
+    assert all(len(s["sha256"]) == 64 for s in sources)
+    assert summary["provenance"]["made_by"] == "scripts/build_trace_summary.py"
+
+
+@pytest.mark.shared_data
+def test_packaged_summary_is_exactly_the_shared_trace() -> None:
+    from kerasport.manifest import sha256_file
+
+    files = default_trace_paths()
+    if not files:
+        pytest.skip("no ../shared")
+    full, summary = read_trace(files), load_summary()
+    rows, calls = np.unique(full.counts, return_counts=True)
+    assert {str(r): int(c) for r, c in zip(rows, calls, strict=True)} == summary["calls_by_rows"]
+    assert (full.regions, full.calls, full.rows) == (
+        summary["regions"], summary["calls"], summary["rows"])
+    assert [{"file": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in files] == summary["provenance"]["sources"]
+
+
+def test_bad_summaries_are_refused(tmp_path: Path) -> None:
+    summary = load_summary()
+    summary["calls"] += 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(summary))
+    with pytest.raises(BenchError, match=r"bad.json is inconsistent: its histogram has 65727 "
+                                         r"calls and 230957 rows, its totals say 65728"):
+        read_trace([bad])
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(BenchError, match="not a trace summary"):
+        read_trace([tmp_path / "other.json"])
+    with pytest.raises(BenchError, match="a trace summary stands alone"):
+        read_trace([SUMMARY_PATH, write_trace(tmp_path / "a.tsv", [1])])
 
 
 def test_default_trace_is_found_from_the_checkout() -> None:
@@ -105,15 +169,22 @@ def _numbers(tree: Any) -> list[float]:
     return []
 
 
-@pytest.mark.slow
-def test_quick_bench_writes_every_section(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small model and its bundle, so the smoke runs stay well under a minute."""
     from kerasport.export import export_bundle
     from kerasport.testing import train_small_model
 
-    model = train_small_model(tmp_path / "model.keras", 70, (64, 64))
-    bundle = export_bundle(model, tmp_path / "bundle")
+    root = tmp_path_factory.mktemp("small")
+    model = train_small_model(root / "model.keras", 70, (64, 64))
+    return model, export_bundle(model, root / "bundle")
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_section(
+    small_bundle: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, bundle = small_bundle
     trace = write_trace(tmp_path / "trace.tsv", [0, 1, 2, 0, 5, 1, 3, 17, 2, 1] * 6)
     out = tmp_path / "out"
     args = parse(
@@ -181,6 +252,31 @@ def test_quick_bench_writes_every_section(
         "1,024 rows",
     ):
         assert column in printed
+
+
+@pytest.mark.slow
+def test_quick_bench_without_shared_replays_the_packaged_summary(
+    small_bundle: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, bundle = small_bundle
+    out = tmp_path / "out"
+    args = parse(["bench", str(bundle), "--model", str(model), "--out", str(out), "--quick",
+                  "--baselines", "", "--sections", "trace,processes"])
+    assert bench_command.run(args, find_full_trace=lambda: []) == 0  # as if no ../shared
+
+    assert "trace: packaged summary kerasport/assets/trace-summary.json" in capsys.readouterr().err
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert meta["trace_source"]["kind"] == "packaged summary"
+    assert meta["trace_source"]["provenance"] == load_summary()["provenance"]
+    assert (meta["trace_regions"], meta["trace_calls"], meta["trace_rows"]) == (
+        96_510, 65_727, 230_957)
+    results = json.loads((out / "results.json").read_text())
+    assert results["trace"] and all(r["calls_total"] == 65_727 for r in results["trace"].values())
+    assert all(r["rows_per_s"] > 0 for r in results["processes"]["kerasport-onnxruntime"])
+    text = (out / "RESULTS.md").read_text()
+    assert ("- Trace: packaged summary kerasport/assets/trace-summary.json of "
+            "make_examples_runtime-00000-of-00002.tsv (sha256 ") in text
+    assert "its exact calls in a seeded shuffle (seed 1089): 96,510 regions, 65,727 with" in text
 
 
 @pytest.mark.parametrize("fmt", ["npy", "npz", "csv", "tsv", "tfrecord", "tfrecord.gz"])

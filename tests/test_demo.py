@@ -6,6 +6,7 @@ it printed and every file it wrote.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -38,6 +39,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Completed
     return proc, out
 
 
+def host_runs_a_tvm_target() -> bool:
+    from kerasport.cpu import host_cpu_features, missing_features
+    from kerasport.export.tvm import known_targets
+
+    return any(
+        not missing_features(t.cpu_features, host_cpu_features())
+        for t in known_targets().values()
+    )
+
+
 def _table_row(stdout: str, backend: str) -> dict[str, str]:
     """The verify table's row for `backend`, as {column: cell}."""
     lines = [line for line in stdout.splitlines() if line.startswith("|")]
@@ -51,15 +62,26 @@ def _table_row(stdout: str, backend: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_demo_exits_zero_and_reports(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    from kerasport import runtime
+
     proc, out = demo
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stdout = proc.stdout
-    assert f"classify {EMBEDDED_ROWS} real examples with the onnxruntime runtime" in stdout
-    row = _table_row(stdout, "onnxruntime")
-    assert row["examples compared"] == str(EMBEDDED_ROWS)
-    assert row["genotype-call (arg-max) changes"] == "0"
-    assert row["gate flips (SNP / indel)"] == "0 (0 / 0)"
-    assert row["verdict"] == "PASS"
+    served = runtime.load(out / "bundle")  # auto, as the demo loads it
+    assert (
+        f"classify {EMBEDDED_ROWS} real examples with the {served.backend} runtime "
+        f"({served.artifact};" in stdout
+    )
+    backends = runtime.servable_artifacts(out / "bundle")
+    assert backends[0] == "onnxruntime"
+    if importlib.util.find_spec("tvm") is not None and host_runs_a_tvm_target():
+        assert served.backend == "tvm" and any(b.startswith("tvm-") for b in backends)
+    for backend in backends:  # every backend of the bundle is verified and passes
+        row = _table_row(stdout, backend)
+        assert row["examples compared"] == str(EMBEDDED_ROWS)
+        assert row["genotype-call (arg-max) changes"] == "0"
+        assert row["gate flips (SNP / indel)"] == "0 (0 / 0)"
+        assert row["verdict"] == "PASS"
     assert "verdict: PASS (exit code 0)" in stdout
     assert str(out / "calls.tsv") in stdout
 
@@ -77,7 +99,8 @@ def test_demo_bundle_loads_and_matches_calls(
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert (manifest["num_features"], manifest["num_classes"]) == (70, 3)
     assert manifest["source_file"] == "model.keras"
-    assert list(manifest["artifacts"]) == ["onnxruntime"]
+    assert "onnxruntime" in manifest["artifacts"]
+    assert manifest["feature_names"] == read_examples(DEFAULT_EXAMPLES).feature_names
     assert not list(out.glob(".bundle.*")), "an export left a partial or old bundle behind"
 
     examples = read_examples(DEFAULT_EXAMPLES)

@@ -8,6 +8,7 @@ recall. Tests that need ../shared/data are marked `shared_data` and skip without
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,7 @@ def test_confident_regions_need_whole_span(tmp_path: Path) -> None:
 
 
 def test_missing_inputs_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(FeaturizeError, match=r"BAM .* no such file"):
+    with pytest.raises(FeaturizeError, match=r"reads \(BAM/CRAM\) .* no such file"):
         featurize(tmp_path / "none.bam", tmp_path / "none.fa", "chr20:1-10")
     with pytest.raises(FeaturizeError, match="need a truth VCF"):
         featurize(tmp_path / "none.bam", tmp_path / "none.fa", "chr20:1-10",
@@ -354,3 +355,134 @@ def test_full_region_is_fast_and_finds_the_truth(truth: TruthSet) -> None:
     recalled = sum(all(k in found for k in r.keys) for r in truth.records)
     assert recalled >= 0.95 * len(truth.records)  # misses: long repeat indels
     assert 150 <= len(result.candidates) <= 1000
+
+
+# ---------------------------------------------------------------- CRAM input
+
+
+def _write_cram(path: Path, region: Region) -> Path:
+    """A CRAM of the shared BAM's reads around `region`, encoded against REF, and its .crai.
+
+    Its header keeps only the contig REF has: htslib then uses REF as the external reference
+    and writes its @SQ M5 tag, as a real pipeline's CRAM has. (With the BAM's 25 hg19 contigs
+    it could not find the others in REF and would embed references instead.) Mates on other
+    contigs lose their mate's contig, which no feature reads.
+    """
+    pad = 1000  # reads a tile's padded pileup can reach beyond the region
+    with pysam.AlignmentFile(str(BAM)) as source:
+        header = source.header.to_dict()
+        header["SQ"] = [sq for sq in header["SQ"] if sq["SN"] == region.contig]
+        kept = pysam.AlignmentHeader.from_dict(header)
+        with pysam.AlignmentFile(str(path), "wc", header=kept,
+                                 reference_filename=str(REF)) as out:
+            for read in source.fetch(region.contig, region.start - pad, region.end + pad):
+                fields = read.to_dict()
+                if fields["next_ref_name"] not in ("=", "*", region.contig):
+                    fields["next_ref_name"], fields["next_ref_pos"] = "*", "0"
+                out.write(pysam.AlignedSegment.from_dict(fields, kept))
+    pysam.index(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cram(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not BAM.exists():
+        pytest.skip(f"no shared test data at {DATA}")
+    return _write_cram(tmp_path_factory.mktemp("cram") / "reads.cram", parse_region(SUB))
+
+
+@shared_data
+@needs_data
+def test_cram_gives_the_same_examples_as_the_bam(cram: Path, unlabelled: FeaturizeResult,
+                                                 tmp_path: Path) -> None:
+    with pysam.AlignmentFile(str(cram), "rc", reference_filename=str(REF)) as reads:
+        m5 = [sq.get("M5") for sq in reads.header.to_dict()["SQ"]]
+    assert m5 == ["d56007d0cc776ca9c0e4f218060eba81"]  # decoded against REF, not embedded
+    got = featurize_region(cram, REF, SUB)
+    assert len(got.examples) == len(unlabelled.examples) > 60
+    assert np.array_equal(got.examples.features, unlabelled.examples.features)
+    assert np.array_equal(got.examples.positions, unlabelled.examples.positions)
+    assert got.infos == unlabelled.infos
+    # The format comes from the contents: a CRAM named .bam (index beside it) still opens.
+    misnamed = tmp_path / "reads.bam"
+    misnamed.symlink_to(cram)
+    (tmp_path / "reads.bam.crai").symlink_to(cram.with_suffix(".cram.crai"))
+    small = "chr20:10,004,001-10,006,000"
+    np.testing.assert_array_equal(featurize(misnamed, REF, small).features,
+                                  featurize(BAM, REF, small).features)
+
+
+def _copy_of_reference(path: Path, edit: Callable[[str], str], name: str = "chr20") -> Path:
+    """REF's chr20, changed by `edit` and called `name`, as a plain FASTA with its .fai."""
+    with pysam.FastaFile(str(REF)) as fasta:
+        sequence = edit(fasta.fetch("chr20"))
+    path.write_text(f">{name}\n{sequence}\n")
+    pysam.faidx(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def changed_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """REF with one base of SUB changed: same length, another M5."""
+    if not BAM.exists():
+        pytest.skip(f"no shared test data at {DATA}")
+
+    def one_base_changed(sequence: str) -> str:
+        at = 10_005_000
+        return sequence[:at] + ("C" if sequence[at] in "aA" else "A") + sequence[at + 1:]
+
+    return _copy_of_reference(tmp_path_factory.mktemp("ref") / "changed.fa", one_base_changed)
+
+
+@shared_data
+@needs_data
+def test_cram_against_another_reference_is_refused(cram: Path, changed_reference: Path,
+                                                   tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    featurize_command.register(parser.add_subparsers(dest="command"))
+    changed = changed_reference
+    shorter = _copy_of_reference(tmp_path / "shorter.fa", lambda s: s[:10_100_000])
+    renamed = _copy_of_reference(tmp_path / "renamed.fa", lambda s: s, name="20")
+    expected = {
+        renamed: r"contig chr20 is called 20 in the FASTA; pass the FASTA the CRAM was made with",
+        changed: r"contig chr20 has @SQ M5 d56007d0cc776ca9c0e4f218060eba81 in the CRAM's "
+        r"header but chr20 in the FASTA has M5 [0-9a-f]{32} \(same length",
+        shorter: r"contig chr20 is 63,025,520 bp in the CRAM's header \(@SQ LN\) but chr20 is "
+        r"10,100,000 bp in the FASTA",
+    }
+    out = tmp_path / "out" / "examples.npz"
+    out.parent.mkdir()
+    for fasta, message in expected.items():
+        args = parser.parse_args(["featurize", str(cram), "--ref", str(fasta), "--region", SUB,
+                                  "-o", str(out)])
+        with pytest.raises(FeaturizeError, match=message) as info:
+            args.func(args)
+        assert "was not written against reference" in str(info.value)
+        assert list(out.parent.iterdir()) == []  # nothing written, not even a partial file
+
+
+@shared_data
+@needs_data
+def test_cram_without_index_or_reference_is_clear(cram: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare.cram"
+    bare.symlink_to(cram)
+    with pytest.raises(FeaturizeError, match=r"CRAM .*bare.cram has no index \(\.crai\): run "
+                                             r"`samtools index .*` \(or `pysam.index"):
+        featurize(bare, REF, SUB)
+    with pytest.raises(FeaturizeError, match=r"none.fa: no such file \(a CRAM's reads are "
+                                             r"decoded against it\)"):
+        featurize(cram, tmp_path / "none.fa", SUB)
+
+
+@shared_data
+@needs_data
+def test_cram_decode_failure_names_file_and_place(cram: Path, changed_reference: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the header check (a CRAM without M5 tags), htslib's own slice-MD5 failure, a
+    bare "truncated file", still comes out naming the CRAM, the place and the likely cause."""
+    from kerasport.featurize import core
+
+    monkeypatch.setattr(core, "check_cram_reference", lambda *args: None)
+    with pytest.raises(FeaturizeError, match=r"cannot read CRAM .*reads.cram at chr20:[\d,]+-"
+                                             r"[\d,]+: .*changed.fa the reference it was"):
+        featurize(cram, changed_reference, SUB)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from kerasport.cliargs import positive_int
@@ -59,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         nargs="+",
         action="extend",
-        help="make_examples --runtime_by_region TSV files (default: ../shared's trace)",
+        help="make_examples --runtime_by_region TSV files, replayed call by call, or a trace "
+        "summary .json (default: ../shared's trace if found, else the packaged summary of it)",
     )
     parser.add_argument(
         "--examples",
@@ -111,13 +114,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(
+    args: argparse.Namespace, find_full_trace: Callable[[], list[Path]] | None = None
+) -> int:
+    """Run the bench; without --trace, the full trace `find_full_trace` finds (default: in
+    ../shared) or else the packaged summary, and the report names which."""
     from kerasport.bench.report import console_summary, write_report
     from kerasport.bench.run import Settings
     from kerasport.bench.run import run as run_bench
-    from kerasport.bench.trace import default_trace_paths
+    from kerasport.bench.trace import default_trace, describe_source
 
-    trace = list(args.trace) if args.trace else default_trace_paths()
+    trace = list(args.trace) if args.trace else default_trace(find_full_trace)
+    source = describe_source(trace)
+    print(f"trace: {source['text']}", file=sys.stderr)
     settings = Settings(args.bundle, args.model, trace, examples=args.examples)
     if args.quick:
         settings.make_quick()
@@ -135,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(settings, name, value)
     results = run_bench(settings)
+    # RESULTS.md's "Trace:" line names the files; make it say what they are and whence.
+    results["meta"]["trace_source"] = source
+    results["meta"]["trace_files"] = [source["text"]]
     path = write_report(results, args.out)
     print(console_summary(results))
     print(f"\nwrote {path}")

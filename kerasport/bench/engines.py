@@ -90,7 +90,7 @@ def _kerasport_group(bundle: Path, workdir: Path, floors: bool) -> Group:
     from kerasport import runtime
 
     engines = []
-    for backend in runtime.available_backends(bundle):
+    for backend in runtime.servable_artifacts(bundle):
         classifier = runtime.load(bundle, backend=backend, threads=1)
         engines.append(
             Engine(
@@ -102,7 +102,7 @@ def _kerasport_group(bundle: Path, workdir: Path, floors: bool) -> Group:
         )
     if not floors:
         return Group(engines)
-    if "onnxruntime" in runtime.available_backends(bundle):
+    if "onnxruntime" in runtime.servable_artifacts(bundle):
         engines += _ort_floors(bundle)
     kernels = workdir / KERNELS_FILE
     if kernels.is_file():
@@ -203,10 +203,10 @@ def _gemm_floor(kernels_path: Path) -> Engine:
 
 
 def _keras_group(group: str, model_path: Path, workdir: Path) -> Group:
-    import keras
-
     from kerasport.export.keras_model import load_keras_model
+    from kerasport.quiet import quiet_import
 
+    keras = quiet_import("keras")
     if group == "keras-tf":
         import tensorflow as tf
 

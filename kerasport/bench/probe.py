@@ -59,7 +59,8 @@ def run(engine: str, bundle: str, model: str, num_features: int) -> dict[str, An
     elif engine.startswith("kerasport-"):
         backend = engine.split("-", 1)[1]
         runtime = importlib.import_module("kerasport.runtime")
-        importlib.import_module(f"kerasport.runtime.backends.{backend}")
+        manifest = importlib.import_module("kerasport.manifest").read_manifest(bundle)
+        importlib.import_module(f"kerasport.runtime.backends.{manifest.artifacts[backend].backend}")
         stage("import")
         classifier = runtime.load(bundle, backend=backend, threads=1)
         stage("load")

@@ -27,7 +27,7 @@ from kerasport.bench.trace import Trace, read_trace, seeded_sample
 from kerasport.bench.worker import WORKLOAD_FILE
 from kerasport.bench.workload import load_pool, write_workload
 from kerasport.manifest import read_manifest, sha256_file
-from kerasport.runtime import available_backends
+from kerasport.runtime import servable_artifacts
 from kerasport.versions import installed_versions
 
 BATCH_SIZES = (1, 2, 5, 8, 32, 128, 1024, 100_000)
@@ -124,7 +124,7 @@ def run(settings: Settings, log: Any = None) -> dict[str, Any]:
     pool, pool_source = load_pool(settings.examples, manifest.num_features)
     baselines = [b for b in settings.baselines if b != "jax" or jax_available()]
     skipped = [b for b in settings.baselines if b not in baselines]
-    backends = [f"kerasport-{name}" for name in available_backends(settings.bundle)]
+    backends = [f"kerasport-{name}" for name in servable_artifacts(settings.bundle)]
     workdir = Path(tempfile.mkdtemp(prefix="kerasport-bench-"))
     results: dict[str, Any] = {"engines": {}, "trace": {}, "latency": {}, "info": {}}
     try:

@@ -3,22 +3,36 @@
 make_examples' `--runtime_by_region` table has one line per region with its `num examples`;
 DeepVariant calls the small model once per region that has at least one example, so the
 non-zero counts, in file order, are the real sequence of classify() batch sizes.
+
+A full trace (5 MB of TSV) is not shipped; the package carries its summary instead
+(`kerasport/assets/trace-summary.json`, made by `scripts/build_trace_summary.py`): the exact
+number of calls for each row count, totals and provenance. Its calls are that exact multiset
+in a seeded shuffle, so a bench on it replays the same calls and rows as on the full trace;
+only the order differs, which the per-call timings do not depend on once every row count has
+been warmed up.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import datetime
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from kerasport.assets import ASSETS
 from kerasport.bench import BenchError
 
 COUNT_COLUMN = "num examples"
 TRACE_GLOB = "make_examples_runtime-*.tsv"
 _TRACE_SUBDIR = Path("shared") / "data" / "make-examples-runtime"
+SUMMARY_PATH = ASSETS / "trace-summary.json"
+SUMMARY_FORMAT = "kerasport trace summary 1"
+SHUFFLE_SEED = 1089  # fixes the order of a summary's calls, so runs replay the same sequence
 
 
 @dataclass(frozen=True)
@@ -55,13 +69,28 @@ def default_trace_paths(start: Path | None = None) -> list[Path]:
     return []
 
 
+def default_trace(find_full: Callable[[], list[Path]] | None = None) -> list[Path]:
+    """The full trace that `find_full` (default: look in ../shared) finds, else the packaged
+    summary; injectable so tests choose the source without hiding ../shared."""
+    return (find_full or default_trace_paths)() or [SUMMARY_PATH]
+
+
+def is_summary(paths: Sequence[Path]) -> bool:
+    """A trace given as a summary (.json) rather than runtime-by-region TSV files."""
+    return any(Path(p).suffix == ".json" for p in paths)
+
+
 def read_trace(paths: Sequence[Path]) -> Trace:
-    """Parse one or more runtime-by-region TSV files, naming the first bad line."""
+    """Parse runtime-by-region TSV files, naming the first bad line, or one trace summary."""
     if not paths:
         raise BenchError(
             "no workload trace: pass --trace FILE.tsv (make_examples --runtime_by_region "
             f"output); none was found in ../{_TRACE_SUBDIR}"
         )
+    if is_summary(paths):
+        if len(paths) > 1:
+            raise BenchError(f"a trace summary stands alone; got {', '.join(map(str, paths))}")
+        return summary_trace(paths[0])
     counts: list[int] = []
     regions = 0
     for path in paths:
@@ -96,3 +125,85 @@ def seeded_sample(calls: int, size: int, seed: int) -> np.ndarray:
         return np.arange(calls, dtype=np.int64)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(calls, size=size, replace=False)).astype(np.int64)
+
+
+def calls_by_rows(counts: np.ndarray) -> dict[str, int]:
+    """How many classify() calls got each row count, rows ascending (JSON keys are strings)."""
+    rows, calls = np.unique(counts, return_counts=True)
+    return {str(r): int(c) for r, c in zip(rows, calls, strict=True)}
+
+
+def _histogram(summary: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A summary's (row counts, calls with that many rows) as int64 arrays."""
+    pairs = [(int(rows), int(calls)) for rows, calls in summary["calls_by_rows"].items()]
+    rows, calls = np.asarray(pairs, dtype=np.int64).reshape(-1, 2).T
+    return rows, calls
+
+
+def summarize(trace: Trace, made_by: str, note: str) -> dict[str, Any]:
+    """The JSON summary of a full trace: exact histogram, totals and where it came from."""
+    from kerasport.manifest import sha256_file
+
+    return {
+        "format": SUMMARY_FORMAT,
+        "what": "rows per classify() call of DeepVariant make_examples (--runtime_by_region "
+        "'num examples' of every region with at least one example)",
+        "regions": trace.regions,
+        "calls": trace.calls,
+        "rows": trace.rows,
+        "calls_by_rows": calls_by_rows(trace.counts),
+        "provenance": {
+            "sources": [{"file": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                        for p in trace.files],
+            "note": note,
+            "made_by": made_by,
+            "date": datetime.date.today().isoformat(),
+        },
+    }
+
+
+def load_summary(path: Path = SUMMARY_PATH) -> dict[str, Any]:
+    """Read a trace summary and check that its totals agree with its histogram."""
+    try:
+        summary = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"cannot read trace summary {path}: {exc}") from exc
+    if not isinstance(summary, dict) or summary.get("format") != SUMMARY_FORMAT:
+        raise BenchError(f"{path} is not a trace summary ({SUMMARY_FORMAT!r})")
+    rows_of, calls_of = _histogram(summary)
+    calls, rows = int(calls_of.sum()), int((rows_of * calls_of).sum())
+    if (rows_of < 1).any() or (calls_of < 1).any() or (calls, rows) != (summary["calls"],
+                                                                          summary["rows"]):
+        raise BenchError(
+            f"trace summary {path} is inconsistent: its histogram has {calls} calls and {rows} "
+            f"rows, its totals say {summary['calls']} and {summary['rows']}"
+        )
+    return summary
+
+
+def summary_trace(path: Path = SUMMARY_PATH) -> Trace:
+    """The summary's exact multiset of calls, in a seeded shuffle (the same every run)."""
+    summary = load_summary(path)
+    counts = np.random.default_rng(SHUFFLE_SEED).permutation(np.repeat(*_histogram(summary)))
+    return Trace((Path(path),), int(summary["regions"]), counts)
+
+
+def describe_source(paths: Sequence[Path]) -> dict[str, Any]:
+    """Where a run's calls came from, for the report: full trace files, or a summary and its
+    provenance (the sources it was made from, their sha256, how and when)."""
+    if not is_summary(paths):
+        names = ", ".join(Path(p).name for p in paths)
+        return {"kind": "full trace", "files": [str(p) for p in paths],
+                "text": f"full trace {names}, replayed call by call in file order"}
+    provenance = load_summary(paths[0])["provenance"]
+    sources = ", ".join(f"{s['file']} (sha256 {s['sha256'][:12]}...)"
+                        for s in provenance["sources"])
+    packaged = Path(paths[0]).resolve() == SUMMARY_PATH
+    return {
+        "kind": "packaged summary" if packaged else "summary",
+        "files": [str(paths[0])],
+        "provenance": provenance,
+        "text": f"{'packaged summary kerasport/assets/' if packaged else 'summary '}"
+        f"{Path(paths[0]).name} of {sources}, made {provenance['date']} by "
+        f"{provenance['made_by']}; its exact calls in a seeded shuffle (seed {SHUFFLE_SEED})",
+    }

@@ -1,6 +1,7 @@
-"""Export stage: `model.keras` -> bundle directory (ONNX model + manifest), checked before written.
+"""Export stage: `model.keras` -> bundle directory (ONNX model, optional TVM libraries,
+manifest), each artifact checked against Keras before the bundle is written.
 
-    kerasport.export.export_bundle("model.keras", "bundle/")
+    kerasport.export.export_bundle("model.keras", "bundle/", tvm_targets=["auto"])
 
 The export is validated the way Hugging Face Optimum validates its exports: the written
 bundle is loaded through the runtime and compared with Keras on a probe batch, and only a
@@ -10,10 +11,13 @@ bundle that agrees is renamed into place.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from kerasport.cpu import host_cpu_features, missing_features
 from kerasport.errors import ExportError, InputError
 from kerasport.export.bundle import check_destination, write_atomically
 from kerasport.export.check import DEFAULT_ATOL, check_agreement, keras_predict, probe_examples
@@ -26,7 +30,10 @@ from kerasport.versions import installed_versions
 __all__ = ["DEFAULT_OPSET", "export_bundle"]
 
 ONNX_FILE = "model.onnx"
-_VERSIONED = ("keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "numpy")
+_VERSIONED = (
+    "keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "numpy",
+    "apache-tvm", "apache-tvm-ffi",
+)
 
 
 def export_bundle(
@@ -35,24 +42,36 @@ def export_bundle(
     opset: int = DEFAULT_OPSET,
     probe: np.ndarray | None = None,
     atol: float = DEFAULT_ATOL,
+    tvm_targets: Sequence[str] = (),
 ) -> Path:
     """Export `model_path` to `out_dir` and return the bundle's path.
 
     `probe` (int or float rows) is the batch Keras and the exported model must agree on;
-    by default 256 seeded random rows of values 0-100.
+    by default 256 seeded random rows of values 0-100. `tvm_targets` (names, or "auto" for
+    this CPU) adds one TVM library per target; each one this CPU can run is checked against
+    Keras like the ONNX model, and one it cannot run is recorded as unchecked, with a warning.
     """
     model_path = Path(model_path)
     check_opset(opset)
     check_destination(out_dir)  # fail before the slow load and conversion, not after
+    targets = _resolve_tvm_targets(tvm_targets)
     model = load_keras_model(model_path)
     num_features, num_classes = classifier_shape(model)
     feature_names, model_info = read_model_info(model_path, num_features)
+    layers = _dense_chain(model) if targets else []
     proto = keras_to_onnx(model, num_features, opset)
     probe = probe_examples(num_features) if probe is None else probe
     reference = keras_predict(model, probe)
 
     def fill(bundle: Path) -> None:
         (bundle / ONNX_FILE).write_bytes(proto.SerializeToString())
+        tvm_artifacts = {key: compile(bundle) for key, compile in _tvm_compilers(layers, targets)}
+        warnings = [
+            f"{key} was not checked against Keras at export: this CPU lacks "
+            f"{', '.join(missing)}; run kerasport verify --backend {key} on a CPU that has them"
+            for key, artifact in tvm_artifacts.items()
+            if (missing := missing_features(artifact.details["cpu_features"], host_cpu_features()))
+        ]
         manifest = Manifest(
             input_name=proto.graph.input[0].name,
             output_name=proto.graph.output[0].name,
@@ -64,7 +83,8 @@ def export_bundle(
                     file=ONNX_FILE,
                     sha256=sha256_file(bundle / ONNX_FILE),
                     details={"opset": opset, "ir_version": int(proto.ir_version)},
-                )
+                ),
+                **tvm_artifacts,
             },
             source_file=model_path.name,
             source_sha256=sha256_file(model_path),
@@ -72,6 +92,7 @@ def export_bundle(
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             feature_names=feature_names,
             model_info=model_info,
+            warnings=warnings,
         )
         (bundle / MANIFEST_NAME).write_text(manifest.to_json())
         _check_bundle(bundle, probe, reference, atol)
@@ -79,13 +100,47 @@ def export_bundle(
     return write_atomically(out_dir, fill)
 
 
-def _check_bundle(bundle: Path, probe: np.ndarray, reference: np.ndarray, atol: float) -> None:
-    """Load the bundle as a user would and compare it with Keras."""
-    from kerasport import runtime
+def _resolve_tvm_targets(names: Sequence[str]) -> list[Any]:
+    if not names:
+        return []
+    from kerasport.export.tvm import resolve_targets
 
-    classifier = runtime.load(bundle, backend="onnxruntime")
-    try:
-        candidate = classifier.predict(probe, batch_size=128)
-    except InputError as exc:
-        raise ExportError(f"the probe batch is unusable: {exc}") from exc
-    check_agreement(reference, candidate, atol)
+    return resolve_targets(list(names))
+
+
+def _dense_chain(model: Any) -> list[Any]:
+    from kerasport.export.tvm.keras_layers import dense_chain_layers
+
+    return dense_chain_layers(model)
+
+
+def _tvm_compilers(layers: list[Any], targets: list[Any]) -> list[tuple[str, Any]]:
+    """(manifest key, bundle -> Artifact) for each TVM target, compiler imported only here."""
+    if not targets:
+        return []
+    from kerasport.export.tvm.artifact import artifact_key, compile_artifact
+
+    return [
+        (artifact_key(target), lambda bundle, t=target: compile_artifact(layers, t, bundle))
+        for target in targets
+    ]
+
+
+def _check_bundle(bundle: Path, probe: np.ndarray, reference: np.ndarray, atol: float) -> None:
+    """Load each artifact this CPU can run as a user would, and compare it with Keras."""
+    from kerasport import runtime
+    from kerasport.manifest import read_manifest
+
+    manifest = read_manifest(bundle)
+    for key, artifact in manifest.artifacts.items():
+        if missing_features(artifact.details.get("cpu_features", []), host_cpu_features()):
+            continue  # recorded in the manifest's warnings
+        classifier = runtime.load(bundle, backend=key)
+        try:
+            candidate = classifier.predict(probe, batch_size=128)
+        except InputError as exc:
+            raise ExportError(f"the probe batch is unusable: {exc}") from exc
+        try:
+            check_agreement(reference, candidate, atol)
+        except ExportError as exc:
+            raise ExportError(f"{key}: {exc}") from None

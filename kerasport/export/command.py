@@ -1,4 +1,4 @@
-"""`kerasport export MODEL.keras -o BUNDLE_DIR [--opset N]`."""
+"""`kerasport export MODEL.keras -o BUNDLE_DIR [--opset N] [--tvm [--target auto|NAME ...]]`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)"
     )
+    parser.add_argument(
+        "--tvm",
+        action="store_true",
+        help="also compile TVM libraries (needs the tvm extra: pip install 'kerasport[tvm]')",
+    )
+    parser.add_argument(
+        "--target",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="TVM targets, one library each: auto/host (this CPU), x86-64-v4 (AVX-512), "
+        "x86-64-v3 (AVX2); default auto. Implies --tvm",
+    )
     parser.set_defaults(func=run)
 
 
@@ -27,10 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from kerasport.export import export_bundle
     from kerasport.manifest import read_manifest
 
-    bundle = export_bundle(args.model, args.out, opset=args.opset)
+    targets = args.target or (["auto"] if args.tvm else [])
+    bundle = export_bundle(args.model, args.out, opset=args.opset, tvm_targets=targets)
     manifest = read_manifest(bundle)
     print(
         f"wrote {bundle}: {manifest.num_features} features -> {manifest.num_classes} classes, "
-        f"backends: {', '.join(manifest.artifacts)}"
+        f"artifacts: {', '.join(manifest.artifacts)}"
     )
+    for warning in manifest.warnings:
+        print(f"warning: {warning}")
     return 0

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasport.errors import ExportError
+from kerasport.quiet import quiet_import
 
 
 def load_keras_model(path: str | Path) -> Any:
@@ -17,7 +18,7 @@ def load_keras_model(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"Keras model file not found: {path}")
-    import keras
+    keras = quiet_import("keras")
 
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kerasport.errors import ExportError
+from kerasport.quiet import quiet_import
 
 INPUT_NAME = "examples"
 DEFAULT_OPSET = 17
@@ -22,7 +23,7 @@ def keras_to_onnx(model: Any, num_features: int, opset: int = DEFAULT_OPSET) -> 
     """
     check_opset(opset)
     import onnx
-    import tensorflow as tf
+    tf = quiet_import("tensorflow")
     import tf2onnx
 
     signature = (tf.TensorSpec((None, num_features), tf.float32, name=INPUT_NAME),)

@@ -1,4 +1,4 @@
-"""`kerasport featurize BAM --ref FASTA --region CONTIG:START-END [--truth VCF --confident BED]
+"""`kerasport featurize BAM|CRAM --ref FASTA --region CONTIG:START-END [--truth VCF --confident BED]
 [--vaf-window 51] -o OUT`."""
 
 from __future__ import annotations
@@ -14,16 +14,19 @@ from kerasport.featurize.features import DEFAULT_VAF_WINDOW
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "featurize",
-        help="build small-model examples from a BAM (labelled with a truth set)",
-        description="Find candidate variants in a region of a BAM as DeepVariant does and "
+        help="build small-model examples from a BAM or CRAM (labelled with a truth set)",
+        description="Find candidate variants in a region of a BAM or CRAM as DeepVariant does and "
         "write one small-model example per (candidate, alt-allele subset). With --truth and "
         "--confident the examples are labelled REF/HET/HOM_ALT and those outside the "
         "confident regions are dropped. The output format follows OUT's extension: .npz, "
         ".tfrecord, .tfrecord.gz (DeepVariant training records), .npy, .csv or .tsv.",
     )
-    parser.add_argument("bam", type=Path, help="indexed BAM of aligned reads")
+    parser.add_argument("bam", type=Path,
+                        help="indexed BAM or CRAM of aligned reads (the format is read from "
+                        "the file's first bytes)")
     parser.add_argument("--ref", type=Path, required=True,
-                        help="reference FASTA (with .fai; .gzi if bgzipped)")
+                        help="reference FASTA (with .fai; .gzi if bgzipped); a CRAM is decoded "
+                        "against it and refused if its @SQ length or M5 differs")
     parser.add_argument("--region", required=True,
                         help="CONTIG:START-END, 1-based inclusive (chr20 and 20 both work)")
     parser.add_argument("--truth", type=Path, help="truth VCF: label the examples")

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pysam
 
 from kerasport.examples import Examples
 from kerasport.featurize.candidates import Candidate, CandidateThresholds, find_candidates
@@ -27,6 +27,7 @@ from kerasport.featurize.features import (
     feature_names,
 )
 from kerasport.featurize.pileup import build_pileup
+from kerasport.featurize.reads import check_cram_reference, is_cram, open_reads
 from kerasport.featurize.regions import Region, parse_region, resolve_contig
 from kerasport.featurize.truth import ConfidentRegions, TruthSet
 
@@ -36,6 +37,9 @@ DEFAULT_MIN_MAPPING_QUALITY = 5
 DEFAULT_MIN_BASE_QUALITY = 10
 TILE = 25_000
 
+
+if TYPE_CHECKING:  # pysam (the featurize extra) is imported where reads are opened
+    import pysam
 
 @dataclass
 class ExampleInfo:
@@ -57,22 +61,21 @@ class FeaturizeResult:
 
 def _open_inputs(stack: ExitStack, bam: str | Path,
                  ref: str | Path) -> tuple[pysam.AlignmentFile, pysam.FastaFile]:
-    for path, what in ((bam, "BAM"), (ref, "reference FASTA")):
-        if not Path(path).is_file():
-            raise FeaturizeError(f"{what} {path}: no such file")
-    try:
-        reads = stack.enter_context(pysam.AlignmentFile(str(bam), "rb"))
-    except (OSError, ValueError) as exc:
-        raise FeaturizeError(f"cannot open BAM {bam}: {exc}") from exc
-    if not reads.has_index():
-        raise FeaturizeError(f"BAM {bam} has no index (.bai/.csi): run `samtools index {bam}`")
+    """Open the FASTA first: a CRAM is decoded against it, so it must exist with its .fai."""
+    if not Path(bam).is_file():
+        raise FeaturizeError(f"reads (BAM/CRAM) {bam}: no such file")
+    if not Path(ref).is_file():
+        needed = " (a CRAM's reads are decoded against it)" if is_cram(bam) else ""
+        raise FeaturizeError(f"reference FASTA {ref}: no such file{needed}")
+    import pysam
+
     try:
         fasta = stack.enter_context(pysam.FastaFile(str(ref)))
     except (OSError, ValueError) as exc:
         raise FeaturizeError(
             f"cannot open reference {ref} (needs a .fai index, and .gzi if bgzipped): {exc}"
         ) from exc
-    return reads, fasta
+    return open_reads(stack, bam, ref), fasta
 
 
 def _tiles(region: Region, size: int) -> Iterator[tuple[int, int]]:
@@ -108,8 +111,10 @@ def featurize_region(
     positions: list[int] = []
     with ExitStack() as stack:
         reads, fasta = _open_inputs(stack, bam, ref)
-        bam_contig = resolve_contig(region.contig, reads.references, f"BAM {bam}")
+        bam_contig = resolve_contig(region.contig, reads.references, f"{reads.format} {bam}")
         ref_contig = resolve_contig(region.contig, fasta.references, f"reference {ref}")
+        if reads.is_cram:
+            check_cram_reference(reads, bam_contig, bam, fasta, ref_contig, ref)
         length = fasta.get_reference_length(ref_contig)
         if region.start >= length:
             raise FeaturizeError(f"region {region} starts past the end of {ref_contig} "
@@ -126,9 +131,16 @@ def featurize_region(
                    disable=None if progress is None else not progress, leave=False)
         for start, end in stack.enter_context(bar):
             window_start, window_end = max(start - pad, 0), min(end + pad, length)
-            pileup = build_pileup(reads, bam_contig, window_start,
-                                  ref_at(window_start, window_end),
-                                  min_mapping_quality, min_base_quality)
+            try:
+                pileup = build_pileup(reads, bam_contig, window_start,
+                                      ref_at(window_start, window_end),
+                                      min_mapping_quality, min_base_quality)
+            except OSError as exc:  # htslib's decode errors carry no file or place
+                raise FeaturizeError(
+                    f"cannot read {reads.format} {bam} at {bam_contig}:{window_start + 1:,}-"
+                    f"{window_end:,}: {exc}"
+                    + (f" (is {ref} the reference it was written with?)" if reads.is_cram else "")
+                ) from exc
             frequency = pileup.allele_frequency()
             for candidate in find_candidates(pileup, region.contig, start, end, thresholds,
                                              ref_at):
@@ -171,6 +183,8 @@ def featurize(
 ) -> Examples:
     """Small-model examples for `region` ("chr20:10,000,001-10,020,000" or a Region).
 
+    `bam` is indexed reads: BAM, SAM or CRAM, told apart by content; a CRAM is decoded
+    against `ref` and refused if its header's @SQ LN/M5 for the contig disagree with it.
     One row per (candidate, alt-allele subset), in position order. With `truth_vcf`, rows
     carry labels (0=REF, 1=HET, 2=HOM_ALT); with `confident_bed` too, candidates outside
     its intervals are dropped. `positions` are 1-based VCF POS. Reads below

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pysam
 
 # unmapped | secondary | QC fail | duplicate | supplementary
 SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400 | 0x800
@@ -31,6 +31,9 @@ for _i, _b in enumerate(BASES):
     _BASE_INDEX[_b] = _i
     _BASE_INDEX[ord(chr(_b).lower())] = _i
 
+
+if TYPE_CHECKING:  # pysam (the featurize extra) is imported where reads are opened
+    import pysam
 
 @dataclass(frozen=True)
 class IndelAllele:

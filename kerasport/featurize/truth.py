@@ -20,8 +20,7 @@ import gzip
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-
-import pysam
+from typing import TYPE_CHECKING
 
 from kerasport.featurize.candidates import Candidate
 from kerasport.featurize.errors import FeaturizeError
@@ -29,6 +28,9 @@ from kerasport.featurize.regions import Region, contig_aliases, resolve_contig
 
 AlleleKey = tuple[int, str, str]
 
+
+if TYPE_CHECKING:  # pysam (the featurize extra) is imported where reads are opened
+    import pysam
 
 def allele_key(start: int, ref: str, alt: str) -> AlleleKey:
     """(position, ref, alt) with shared suffix, then shared prefix, trimmed off."""
@@ -87,6 +89,8 @@ class TruthSet:
     """The truth genotypes of one sample over a region, indexed by trimmed allele."""
 
     def __init__(self, path: str | Path, region: Region, padding: int = 1000) -> None:
+        import pysam
+
         try:
             vcf = pysam.VariantFile(str(path))
         except (OSError, ValueError) as exc:

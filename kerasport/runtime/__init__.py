@@ -14,11 +14,19 @@ from typing import Any
 import numpy as np
 
 from kerasport.manifest import read_manifest
-from kerasport.runtime.backends import AUTO, BACKENDS, open_runner
+from kerasport.runtime.backends import AUTO, BACKENDS, open_runner, servable
 from kerasport.runtime.classifier import Classifier
 from kerasport.runtime.inputs import positive_int
 
-__all__ = ["AUTO", "BACKENDS", "Classifier", "available_backends", "classify", "load"]
+__all__ = [
+    "AUTO",
+    "BACKENDS",
+    "Classifier",
+    "available_backends",
+    "classify",
+    "load",
+    "servable_artifacts",
+]
 
 
 def load(bundle_dir: str | Path, backend: str = AUTO, threads: int = 1) -> Classifier:
@@ -46,6 +54,18 @@ def available_backends(bundle_dir: str | Path) -> list[str]:
     """Backends that have an artifact in the bundle (whether this host can run them or not)."""
     backends = read_manifest(bundle_dir).backends()
     return [name for name in BACKENDS if name in backends]
+
+
+def servable_artifacts(bundle_dir: str | Path) -> list[str]:
+    """Keys of the bundle's artifacts this host can serve, each a valid `load` backend.
+
+    ONNX Runtime's first, then each TVM library this CPU runs (widest vectors first): verify
+    and bench test every one of them, not only the one `auto` would pick.
+    """
+    manifest = read_manifest(bundle_dir)
+    keys = servable(manifest)
+    lanes = {key: manifest.artifacts[key].details.get("lanes", 0) for key in keys}
+    return sorted(keys, key=lambda k: (k != "onnxruntime", -int(lanes[k] or 0)))
 
 
 def classify(classifier: Any, examples: Any, batch_size: int) -> np.ndarray:

@@ -28,10 +28,11 @@ def main(argv: list[str]) -> int:
     from kerasport.verify._wire import read_frame, write_frame
 
     try:
-        import keras
-
         from kerasport.export.check import keras_predict
         from kerasport.export.keras_model import classifier_shape, load_keras_model
+        from kerasport.quiet import quiet_import
+
+        keras = quiet_import("keras")
 
         model = load_keras_model(argv[0])
         num_features, num_classes = classifier_shape(model)

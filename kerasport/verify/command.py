@@ -71,7 +71,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     which.add_argument(
         "--backend",
         default="onnxruntime",
-        help=f"backend under test: {', '.join(BACKENDS)}, or all the bundle has "
+        help=f"backend under test: {', '.join(BACKENDS)}, one artifact of the bundle "
+        "(e.g. tvm-x86-64-v3), or all: every artifact this host can serve "
         "(default: %(default)s)",
     )
     which.add_argument(

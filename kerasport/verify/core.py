@@ -38,16 +38,18 @@ CANDIDATE_BATCH_SIZE = 128  # the candidates are called as DeepVariant calls its
 
 
 def resolve_backends(bundle_dir: str | Path, backends: str | Sequence[str]) -> list[str]:
-    """The backends to test: a name, a list of names, or "all" the bundle can serve."""
+    """What to test: backend names or artifact keys, or "all": every artifact this host
+    can serve (ONNX Runtime and each TVM library this CPU runs)."""
     from kerasport import runtime
 
-    available = runtime.available_backends(bundle_dir)
+    available = runtime.servable_artifacts(bundle_dir)
     names = [backends] if isinstance(backends, str) else list(backends)
     if names == ["all"]:
         if not available:
             raise BundleError(f"bundle {bundle_dir} has no artifact this runtime can serve")
         return available
-    missing = [name for name in names if name not in available]
+    servable = {*available, *runtime.available_backends(bundle_dir)}
+    missing = [name for name in names if name not in servable]
     if missing or not names:
         raise BundleError(
             f"bundle {bundle_dir} cannot be served on {', '.join(missing) or 'no backend'}; "

@@ -60,9 +60,10 @@ class InProcessReference:
     process = "in-process"
 
     def __init__(self, model_path: Path, backend: str) -> None:
-        import keras
-
         from kerasport.export.keras_model import classifier_shape, load_keras_model
+        from kerasport.quiet import quiet_import
+
+        keras = quiet_import("keras")
 
         if keras.backend.backend() != backend:
             raise ReferenceModelError(

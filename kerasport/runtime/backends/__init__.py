@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,6 +38,9 @@ AUTO = "auto"
 def open_runner(backend: str, bundle_dir: Path, manifest: Manifest, threads: int) -> Runner:
     """Import the named backend's module and open its runner on the bundle.
 
+    `backend` is a backend name, `auto`, or one artifact's key in the manifest (such as
+    `tvm-x86-64-v3`), which opens exactly that artifact: verify and bench test each library.
+
     `auto` takes TVM when the bundle has a library this CPU can run and the TVM runtime is
     installed (TVM's hand-scheduled kernels beat ONNX Runtime on this model family, see
     benchmarks/RESULTS.md), and ONNX Runtime otherwise. Only a backend that is unavailable
@@ -50,10 +53,29 @@ def open_runner(backend: str, bundle_dir: Path, manifest: Manifest, threads: int
             except BackendUnavailableError:
                 pass
         return open_runner("onnxruntime", bundle_dir, manifest, threads)
-    if backend not in _RUNNER_MODULES:
+    if backend in _RUNNER_MODULES:
+        module = _runner_module(backend)
+        runner: Runner = module.open_runner(bundle_dir, manifest, threads)
+        return runner
+    artifact = manifest.artifacts.get(backend)
+    if artifact is None or artifact.backend not in _RUNNER_MODULES:
         raise BundleError(
-            f"unknown backend {backend!r}; choose from {', '.join((AUTO, *BACKENDS))}"
+            f"unknown backend {backend!r}; choose from {', '.join((AUTO, *BACKENDS))} or an "
+            f"artifact of this bundle ({', '.join(manifest.artifacts)})"
         )
-    module = importlib.import_module(_RUNNER_MODULES[backend])
-    runner: Runner = module.open_runner(bundle_dir, manifest, threads)
+    runner = _runner_module(artifact.backend).open_artifact(bundle_dir, manifest, backend, threads)
     return runner
+
+
+def servable(manifest: Manifest) -> list[str]:
+    """Keys of the artifacts this host can serve (its engine is installed, its CPU fits)."""
+    return [
+        key
+        for key, artifact in manifest.artifacts.items()
+        if artifact.backend in _RUNNER_MODULES
+        and _runner_module(artifact.backend).can_serve(artifact)
+    ]
+
+
+def _runner_module(backend: str) -> Any:
+    return importlib.import_module(_RUNNER_MODULES[backend])

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from kerasport.errors import BundleError
-from kerasport.manifest import Manifest, artifacts_of, checked_bytes
+from kerasport.manifest import Artifact, Manifest, artifacts_of, checked_bytes
 
 # Chunks up to this many rows run through a binding kept per row count (at most ~2.4 MB for
 # a 70-feature model); DeepVariant's per-region calls have 3.5 rows on average.
@@ -127,7 +127,19 @@ def _width(shape: list[Any]) -> Any:
     return shape[1] if len(shape) == 2 else shape
 
 
-def open_runner(bundle_dir: Path, manifest: Manifest, threads: int) -> OnnxRuntimeRunner:
-    key, artifact = next(iter(artifacts_of(manifest, "onnxruntime").items()))
+def can_serve(artifact: Artifact) -> bool:
+    """ONNX Runtime is the runtime's own dependency: it serves every ONNX artifact."""
+    return True
+
+
+def open_artifact(
+    bundle_dir: Path, manifest: Manifest, key: str, threads: int
+) -> OnnxRuntimeRunner:
+    artifact = manifest.artifacts[key]
     model = checked_bytes(bundle_dir, artifact)
     return OnnxRuntimeRunner(model, manifest, threads, key, str(bundle_dir / artifact.file))
+
+
+def open_runner(bundle_dir: Path, manifest: Manifest, threads: int) -> OnnxRuntimeRunner:
+    key = next(iter(artifacts_of(manifest, "onnxruntime")))
+    return open_artifact(bundle_dir, manifest, key, threads)

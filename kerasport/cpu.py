@@ -1,0 +1,35 @@
+"""The host CPU's feature flags, so a TVM library is loaded only where it can run.
+
+Stdlib only: the runtime checks this before it touches any compiled code (a library built
+for AVX-512 dies with an illegal instruction on an AVX2-only CPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from collections.abc import Iterable
+
+_CPUINFO = "/proc/cpuinfo"
+
+
+@functools.cache
+def host_cpu_features() -> frozenset[str]:
+    """Flag names of /proc/cpuinfo (Linux x86-64); empty elsewhere, so nothing qualifies."""
+    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return frozenset()
+    try:
+        with open(_CPUINFO, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "flags":
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def missing_features(required: Iterable[str], host: Iterable[str]) -> list[str]:
+    """The required flags the host lacks, in the order required (empty: it can run)."""
+    have = set(host)
+    return [flag for flag in required if flag not in have]

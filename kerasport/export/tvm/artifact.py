@@ -1,0 +1,35 @@
+"""One TVM library per target, written into a bundle and described for its manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kerasport.export.tvm.dense_chain import Layer, compile_dense_chain
+from kerasport.export.tvm.targets import TvmTarget
+from kerasport.manifest import Artifact, FileRef, sha256_file
+
+BACKEND = "tvm"
+
+
+def artifact_key(target: TvmTarget) -> str:
+    return f"{BACKEND}-{target.name}"
+
+
+def compile_artifact(layers: list[Layer], target: TvmTarget, bundle: Path) -> Artifact:
+    """Compile the chain for `target` into `bundle`; the library and its packed weights.
+
+    The manifest records, beside the sha256 of both files, what the runtime checks before
+    it loads any code: the target, the CPU flags it needs, the kernel route and the TVM
+    versions that built it.
+    """
+    stem = f"model-{target.name}"
+    details = compile_dense_chain(layers, target, bundle, stem)
+    library, weights = details.pop("library"), details.pop("weights")
+    details.pop("weights_sha256")  # the manifest's extra_files carries it
+    return Artifact(
+        backend=BACKEND,
+        file=library,
+        sha256=sha256_file(bundle / library),
+        details=details,
+        extra_files={"weights": FileRef(weights, sha256_file(bundle / weights))},
+    )

@@ -1,0 +1,394 @@
+"""Compile a Dense chain (an MLP classifier) into one hand-scheduled TVM library.
+
+Why a template and not TVM's generic pipelines: at 1-8 rows the model is a few matrix-vector
+products, so per-call overhead and weight streaming decide the time, and at 128+ rows it is
+compute-bound; a fixed register-tiled schedule beats Relax's default pipeline and tuned
+MetaSchedule runs on both (figures in docs/tvm-notes.md), and compiles in about a second.
+
+The schedule, written directly as TVMScript text:
+- weights repacked into column panels of `panel` output columns ([P, K, panel]), output
+  widths padded to whole panels, so every tile is full and every load is aligned;
+- a register tile of up to `tile_rows` rows x (g panels) columns, one accumulator buffer per
+  (row, vector) so LLVM keeps it in a register; the reduction loop runs outside the unrolled
+  tile and panels are the outer loop, so one panel stays in cache while all rows use it;
+- bias and activation applied on the tile; softmax as a short per-row pass at the end;
+- static kernels for 1..8 rows, and one kernel for 8*mb rows with `mb` an explicit argument.
+Every output element is the same sequential sum over k in every kernel and tile shape, so
+results are bit-identical whatever the batching.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasport.errors import ExportError
+from kerasport.export.tvm.targets import TvmTarget
+
+ROUTE = "dense-chain"
+BLOCK_ROWS = 8  # the blocked kernel takes 8*mb rows; static kernels take 1..8
+HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+HEAD_ACTIVATIONS = (*HIDDEN_ACTIVATIONS, "softmax")
+ALIGN_FLOATS = 16  # 64 bytes: every array in the weights file starts on a cache line
+
+Layer = tuple[np.ndarray, np.ndarray, str]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Shapes of one layer after padding to whole panels."""
+
+    k: int  # input width actually read (the previous layer's true width)
+    n: int  # true output width
+    width: int  # panel width (a multiple of the vector lanes)
+    panels: int
+    activation: str
+
+    @property
+    def padded(self) -> int:
+        return self.width * self.panels
+
+
+def _plan_layers(layers: Sequence[Layer], target: TvmTarget) -> list[_Plan]:
+    """Check shapes and activations, and choose each layer's panel width."""
+    if not layers:
+        raise ExportError("a Dense chain needs at least one layer")
+    plans: list[_Plan] = []
+    previous: int | None = None
+    for index, (weights, bias, activation) in enumerate(layers):
+        last = index == len(layers) - 1
+        allowed = HEAD_ACTIVATIONS if last else HIDDEN_ACTIVATIONS
+        if activation not in allowed:
+            where = "the output layer" if last else f"hidden layer {index}"
+            raise ExportError(
+                f"activation {activation!r} on {where} is not supported by the TVM "
+                f"dense-chain route; supported: {', '.join(allowed)}"
+            )
+        w = np.asarray(weights)
+        b = np.asarray(bias)
+        if w.ndim != 2 or b.shape != (w.shape[1],):
+            raise ExportError(
+                f"layer {index}: weights {w.shape} and bias {b.shape} are not a Dense layer"
+            )
+        if previous is not None and w.shape[0] != previous:
+            raise ExportError(f"layer {index} takes {w.shape[0]} inputs, not {previous}")
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+            raise ExportError(f"layer {index} has non-finite weights")
+        k, n = (int(s) for s in w.shape)
+        if k < 1 or n < 1:
+            raise ExportError(f"layer {index} has an empty weight matrix {w.shape}")
+        lanes = target.lanes
+        width = min(target.panel, -(-n // lanes) * lanes)
+        plans.append(_Plan(k=k, n=n, width=width, panels=-(-n // width), activation=activation))
+        previous = n
+    return plans
+
+
+def _pack(weights: np.ndarray, bias: np.ndarray, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+    """Weights [K, N] -> zero-padded panels [P, K, width]; bias -> zero-padded [P*width]."""
+    w = np.zeros((plan.k, plan.padded), dtype=np.float32)
+    w[:, : plan.n] = np.asarray(weights, dtype=np.float32)
+    packed = np.ascontiguousarray(w.reshape(plan.k, plan.panels, plan.width).transpose(1, 0, 2))
+    b = np.zeros(plan.padded, dtype=np.float32)
+    b[: plan.n] = np.asarray(bias, dtype=np.float32)
+    return packed, b
+
+
+def _activate(expr: str, activation: str) -> str:
+    """TVMScript for one activation applied to a vector expression."""
+    if activation == "relu":
+        return f"T.max({expr}, T.float32(0))"
+    if activation == "tanh":
+        return f"T.tanh({expr})"
+    if activation == "sigmoid":
+        return f"T.sigmoid({expr})"
+    return expr  # linear; softmax is applied afterwards, row by row
+
+
+class _Writer:
+    """Indented TVMScript lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+
+def _tile(
+    out: _Writer,
+    depth: int,
+    plan: _Plan,
+    lanes: int,
+    src: str,
+    dst: str,
+    wbuf: str,
+    bbuf: str,
+    row0: str,
+    rows: int,
+    panel0: str,
+    group: int,
+) -> None:
+    """One register tile: `rows` rows from row0, `group` panels from panel0."""
+    vecs = plan.width // lanes
+    tiles = [(r, j, v) for r in range(rows) for j in range(group) for v in range(vecs)]
+
+    def acc(r: int, j: int, v: int) -> str:
+        return f"acc_{r}_{j}_{v}"
+
+    def col(j: int, v: int) -> str:
+        return f"({panel0} + {j}) * {plan.width} + {v * lanes} + c"
+
+    def row(r: int) -> str:
+        return f"{row0} + {r}"
+
+    for r, j, v in tiles:
+        out(depth, f"for c in T.vectorized({lanes}):")
+        out(depth + 1, f"{acc(r, j, v)}[c] = {bbuf}[{col(j, v)}]")
+    out(depth, f"for k in range({plan.k}):")
+    for r, j, v in tiles:
+        out(depth + 1, f"for c in T.vectorized({lanes}):")
+        out(
+            depth + 2,
+            f"{acc(r, j, v)}[c] = {acc(r, j, v)}[c] + {src}[{row(r)}, k] * "
+            f"{wbuf}[{panel0} + {j}, k, {v * lanes} + c]",
+        )
+    for r, j, v in tiles:
+        out(depth, f"for c in T.vectorized({lanes}):")
+        value = _activate(f"{acc(r, j, v)}[c]", plan.activation)
+        out(depth + 1, f"{dst}[{row(r)}, {col(j, v)}] = {value}")
+
+
+def _group_size(plan: _Plan, target: TvmTarget, rows: int) -> int:
+    """Panels a tile of `rows` rows takes at once: as many as the accumulator budget allows.
+
+    Few rows leave registers idle and a single chain of dependent FMAs per accumulator;
+    more panels per tile give more independent chains.
+    """
+    vecs = plan.width // target.lanes
+    return max(1, min(plan.panels, target.acc_registers // (rows * vecs)))
+
+
+def _layer(
+    out: _Writer,
+    plan: _Plan,
+    target: TvmTarget,
+    src: str,
+    dst: str,
+    wbuf: str,
+    bbuf: str,
+    rows: int | None,
+) -> None:
+    """All tiles of one layer; rows=None means the blocked kernel (8*mb rows)."""
+    tile = min(BLOCK_ROWS if rows is None else rows, target.tile_rows)
+    block = BLOCK_ROWS if rows is None else rows
+    chunks = [(start, min(tile, block - start)) for start in range(0, block, tile)]
+    group = _group_size(plan, target, tile)
+    full, rest = divmod(plan.panels, group)
+    spans: list[tuple[str, int, int]] = []  # (panel0 expression, group, loop count)
+    if full:
+        spans.append(("pg" if full > 1 else "0", group, full))
+    if rest:
+        spans.append((str(full * group), rest, 1))
+    for panel_expr, size, count in spans:
+        depth = 1
+        if count > 1:
+            out(depth, f"for pg in range({count}):")
+            depth += 1
+            panel0 = f"pg * {size}"
+        else:
+            panel0 = panel_expr
+        row_base = "0"
+        if rows is None:
+            out(depth, "for rb in range(mb):")
+            depth += 1
+            row_base = f"rb * {BLOCK_ROWS}"
+        for start, count_rows in chunks:
+            row0 = f"{row_base} + {start}"
+            _tile(
+                out, depth, plan, target.lanes, src, dst, wbuf, bbuf, row0, count_rows, panel0, size
+            )
+
+
+def _softmax(out: _Writer, dst: str, classes: int, rows: int | None) -> None:
+    """Softmax over the first `classes` columns, one row at a time, in a fixed order."""
+    extent = "mb * 8" if rows is None else str(rows)
+    out(1, f"for r in range({extent}):")
+    out(2, "mx = T.alloc_buffer((1,), 'float32', scope='global')")
+    out(2, "sm = T.alloc_buffer((1,), 'float32', scope='global')")
+    out(2, f"mx[0] = {dst}[r, 0]")
+    out(2, f"for c in range(1, {classes}):")
+    out(3, f"mx[0] = T.max(mx[0], {dst}[r, c])")
+    out(2, "sm[0] = T.float32(0)")
+    out(2, f"for c in range({classes}):")
+    out(3, f"{dst}[r, c] = T.exp({dst}[r, c] - mx[0])")
+    out(3, f"sm[0] = sm[0] + {dst}[r, c]")
+    out(2, f"for c in range({classes}):")
+    out(3, f"{dst}[r, c] = {dst}[r, c] / sm[0]")
+
+
+def _kernel_source(
+    name: str, plans: list[_Plan], target: TvmTarget, num_features: int, rows: int | None
+) -> str:
+    """TVMScript of one kernel: the whole chain for `rows` rows (None: 8*mb rows)."""
+    out = _Writer()
+    count = len(plans)
+    handles = ["x"]
+    for i in range(count):
+        handles += [f"w{i}", f"b{i}"]
+    handles += [f"h{i}" for i in range(count - 1)]
+    handles.append("o")
+    params = ", ".join(f"{h}: T.handle" for h in handles)
+    if rows is None:
+        params += ", mb: T.int32"
+    extent = "mb * 8" if rows is None else str(rows)
+    out(0, "@T.prim_func")
+    out(0, f"def {name}({params}):")
+    out(1, f'T.func_attr({{"global_symbol": "{name}", "tir.noalias": True}})')
+    out(1, f'X = T.match_buffer(x, ({extent}, {num_features}), "float32", align=64)')
+    for i, plan in enumerate(plans):
+        out(
+            1,
+            f"W{i} = T.match_buffer(w{i}, ({plan.panels}, {plan.k}, {plan.width}), "
+            '"float32", align=64)',
+        )
+        out(1, f'B{i} = T.match_buffer(b{i}, ({plan.padded},), "float32", align=64)')
+    for i, plan in enumerate(plans[:-1]):
+        out(1, f'H{i} = T.match_buffer(h{i}, ({extent}, {plan.padded}), "float32", align=64)')
+    out(1, f'O = T.match_buffer(o, ({extent}, {plans[-1].padded}), "float32", align=64)')
+    # Accumulators: one small stack buffer per (row, panel, vector) of the largest tile, so
+    # LLVM promotes each to a register (one big buffer stays in memory, and anything over
+    # 1 KiB goes to TVM's heap workspace).
+    declared: set[str] = set()
+    block = BLOCK_ROWS if rows is None else rows
+    for plan in plans:
+        tile = min(block, target.tile_rows)
+        group = _group_size(plan, target, tile)
+        for r in range(tile):
+            for j in range(group):
+                for v in range(plan.width // target.lanes):
+                    declared.add(f"acc_{r}_{j}_{v}")
+    for acc in sorted(declared):
+        out(1, f"{acc} = T.alloc_buffer(({target.lanes},), 'float32', scope='global')")
+    for i, plan in enumerate(plans):
+        src = "X" if i == 0 else f"H{i - 1}"
+        dst = "O" if i == count - 1 else f"H{i}"
+        _layer(out, plan, target, src, dst, f"W{i}", f"B{i}", rows)
+    if plans[-1].activation == "softmax":
+        _softmax(out, "O", plans[-1].n, rows)
+    return "\n".join(out.lines) + "\n"
+
+
+def _symbol_stem(stem: str) -> str:
+    """A C identifier prefix from a file stem."""
+    clean = re.sub(r"[^0-9A-Za-z_]", "_", stem) or "kp"
+    return clean if not clean[0].isdigit() else f"kp_{clean}"
+
+
+def _weights_blob(arrays: list[np.ndarray]) -> tuple[bytes, list[dict[str, Any]]]:
+    """Concatenate float32 arrays little-endian, each starting on a 64-byte boundary."""
+    parts: list[bytes] = []
+    entries: list[dict[str, Any]] = []
+    offset = 0
+    for array in arrays:
+        data = np.ascontiguousarray(array, dtype="<f4")
+        entries.append({"offset": offset, "shape": list(data.shape)})
+        size = int(data.size)
+        padded = -(-size // ALIGN_FLOATS) * ALIGN_FLOATS
+        parts.append(data.tobytes() + b"\0" * 4 * (padded - size))
+        offset += padded
+    return b"".join(parts), entries
+
+
+def compile_dense_chain(
+    layers: Sequence[Layer], target: TvmTarget, out_dir: Path, stem: str
+) -> dict[str, Any]:
+    """Compile the chain for one target; write `<stem>.so` and `<stem>.weights.bin`.
+
+    Returns a JSON-serializable description (see module kerasport.runtime.backends.tvm for
+    how it is used): file names, the kernels and their calling convention, the padded
+    widths, and the CPU flags the library needs.
+    """
+    plans = _plan_layers(layers, target)
+    num_features = plans[0].k
+    prefix = _symbol_stem(stem)
+    static_names = {rows: f"{prefix}_rows{rows}" for rows in range(1, BLOCK_ROWS + 1)}
+    blocked_name = f"{prefix}_rows8x"
+    sources = [_kernel_source(n, plans, target, num_features, r) for r, n in static_names.items()]
+    sources.append(_kernel_source(blocked_name, plans, target, num_features, None))
+    try:
+        import tvm
+        import tvm_ffi
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ExportError(f"the TVM backend needs apache-tvm installed: {exc}") from exc
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    library_name = f"{stem}.so"
+    weights_name = f"{stem}.weights.bin"
+    try:
+        from tvm.script import tirx as script_tir
+
+        functions = {
+            name: tvm.script.from_source(source, extra_vars={"T": script_tir})
+            for name, source in zip([*static_names.values(), blocked_name], sources, strict=True)
+        }
+        module = tvm.IRModule(functions)
+        built = tvm.tirx.build(module, target=tvm.target.Target(target.llvm_target()))
+        built.export_library(str(out_dir / library_name))
+    except Exception as exc:  # TVM raises its own error types from C++
+        message = f"TVM could not compile the Dense chain for {target.name}: {exc}"
+        raise ExportError(message) from exc
+
+    arrays: list[np.ndarray] = []
+    for (weights, bias, _), plan in zip(layers, plans, strict=True):
+        arrays.extend(_pack(weights, bias, plan))
+    blob, entries = _weights_blob(arrays)
+    (out_dir / weights_name).write_bytes(blob)
+
+    return {
+        "route": ROUTE,
+        "target": target.name,
+        "cpu_features": list(target.cpu_features),
+        "library": library_name,
+        "weights": weights_name,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "weights_dtype": "float32-le",
+        "arrays": entries,  # w0, b0, w1, b1, ...: offsets in floats
+        "num_features": num_features,
+        "num_classes": plans[-1].n,
+        "layers": [
+            {
+                "in": plan.k,
+                "out": plan.n,
+                "padded_out": plan.padded,
+                "panel": plan.width,
+                "panels": plan.panels,
+                "activation": plan.activation,
+            }
+            for plan in plans
+        ],
+        "lanes": target.lanes,
+        "panel": target.panel,
+        "tile_rows": target.tile_rows,
+        "alignment": ALIGN_FLOATS * 4,
+        "functions": {
+            "static": {str(rows): name for rows, name in static_names.items()},
+            "blocked": blocked_name,
+            "block_rows": BLOCK_ROWS,
+            # Arguments, in order; x/h*/o are (rows, width) float32, 64-byte aligned; the
+            # blocked kernel takes rows = 8*mb and mb last.
+            "args": ["x"]
+            + [f"{kind}{i}" for i in range(len(plans)) for kind in ("w", "b")]
+            + [f"h{i}" for i in range(len(plans) - 1)]
+            + ["o"],
+            "blocked_extra_args": ["mb"],
+        },
+        "tvm_version": str(tvm.__version__),
+        "tvm_ffi_version": str(getattr(tvm_ffi, "__version__", "unknown")),
+    }

@@ -1,0 +1,115 @@
+"""Named CPU targets for TVM libraries, and their mapping to what a host CPU offers.
+
+Each library is built for one named target, and records the Linux /proc/cpuinfo flags it
+needs: an AVX-512 library dies with an illegal instruction on an AVX2-only CPU, so the
+runtime compares these flags with the host's before loading (see kerasport.cpu).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kerasport.cpu import host_cpu_features, missing_features
+from kerasport.errors import ExportError
+
+
+@dataclass(frozen=True)
+class TvmTarget:
+    """One code-generation target and the register tile its kernels use.
+
+    `lanes` is the float32 vector width, `panel` the width of a packed weight panel (a
+    multiple of `lanes`), `tile_rows` the most rows one register tile holds, and
+    `acc_registers` how many vector registers the tile may spend on accumulators (the rest
+    hold the broadcast input and the weight loads).
+    """
+
+    name: str
+    llvm: dict[str, Any] = field(hash=False, compare=False)
+    cpu_features: tuple[str, ...]
+    lanes: int
+    panel: int
+    tile_rows: int
+    acc_registers: int
+
+    def llvm_target(self) -> dict[str, Any]:
+        """A fresh copy of the TVM target dict (TVM 0.27 takes targets as dicts)."""
+        return {key: (list(v) if isinstance(v, list) else v) for key, v in self.llvm.items()}
+
+
+# x86-64-v3: AVX2 + FMA, 16 ymm registers: 4 rows x 3 vectors = 12 accumulators.
+X86_64_V3 = TvmTarget(
+    name="x86-64-v3",
+    llvm={"kind": "llvm", "mcpu": "haswell", "mtriple": "x86_64-linux-gnu"},
+    cpu_features=("avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe"),
+    lanes=8,
+    panel=24,
+    tile_rows=4,
+    acc_registers=12,
+)
+
+# x86-64-v4: AVX-512, 32 zmm registers: 8 rows x 3 vectors = 24 accumulators.
+X86_64_V4 = TvmTarget(
+    name="x86-64-v4",
+    llvm={"kind": "llvm", "mcpu": "skylake-avx512", "mtriple": "x86_64-linux-gnu"},
+    cpu_features=(
+        "avx512f",
+        "avx512bw",
+        "avx512cd",
+        "avx512dq",
+        "avx512vl",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "bmi1",
+        "bmi2",
+        "movbe",
+    ),
+    lanes=16,
+    panel=48,
+    tile_rows=8,
+    acc_registers=24,
+)
+
+# Best first: host_target() picks the first one the CPU can run.
+_TARGETS: tuple[TvmTarget, ...] = (X86_64_V4, X86_64_V3)
+HOST_ALIASES = ("auto", "host")
+
+
+def known_targets() -> dict[str, TvmTarget]:
+    """Named targets by name, best first."""
+    return {target.name: target for target in _TARGETS}
+
+
+def host_target(features: frozenset[str] | None = None) -> TvmTarget:
+    """The best named target this CPU (or the given flag set) can run.
+
+    Raises ExportError on a CPU that offers none of them (not x86-64, or older than AVX2).
+    """
+    host = host_cpu_features() if features is None else features
+    for target in _TARGETS:
+        if not missing_features(target.cpu_features, host):
+            return target
+    raise ExportError(
+        "this CPU runs none of the TVM targets "
+        f"({', '.join(t.name for t in _TARGETS)}); name one explicitly to cross-compile"
+    )
+
+
+def resolve_targets(names: list[str]) -> list[TvmTarget]:
+    """Map target names (or "auto"/"host") to targets, once each, in the order given."""
+    known = known_targets()
+    resolved: list[TvmTarget] = []
+    for name in names:
+        key = name.strip().lower()
+        if key in HOST_ALIASES:
+            target = host_target()
+        elif key in known:
+            target = known[key]
+        else:
+            choices = ", ".join([*known, *HOST_ALIASES])
+            raise ExportError(f"unknown TVM target {name!r}; known targets: {choices}")
+        if target not in resolved:
+            resolved.append(target)
+    return resolved
