@@ -55,3 +55,36 @@ def test_bundle_loads_and_answers_identically_on_python310_numpy1_ort123(bundles
     )
     assert done.returncode == 0, done.stderr
     assert "py310 ok 3.10" in done.stdout
+
+
+@pytest.mark.skipif(
+    not PY310, reason="KERASPORT_PY310 unset: no Python 3.10 runtime env (make test builds one)"
+)
+def test_a_tvm_library_loads_on_python310_without_the_compiler(
+    trained_models, tmp_path: Path
+) -> None:
+    pytest.importorskip("tvm")
+    from kerasport.export import export_bundle
+
+    bundle = export_bundle(trained_models["wgs"], tmp_path / "bundle", tvm_targets=["auto"])
+    x, _ = synthetic_examples(300, 70, seed=12)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", kerasport.runtime.load(bundle, backend="tvm").predict(x))
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np
+        assert sys.version_info[:2] == (3, 10), sys.version
+        import kerasport.runtime
+        c = kerasport.runtime.load({str(bundle)!r}, backend="tvm")
+        got = c.predict(np.load({str(tmp_path / "x.npy")!r}), batch_size=128)
+        assert (got == np.load({str(tmp_path / "expected.npy")!r})).all()  # the same bits
+        assert "tvm" not in sys.modules
+        print("py310 tvm ok", c.artifact)
+        """
+    )
+    done = subprocess.run(
+        [PY310, "-c", script], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "py310 tvm ok tvm-" in done.stdout
