@@ -12,7 +12,7 @@ PY310_VENV := .venv-py310
 WHEEL_VENV := .venv-wheel
 PACKAGE_FILES := pyproject.toml README.md $(shell find kerasport -type f -not -path '*/__pycache__/*')
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench notebook clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ test: $(BIN)/.installed $(PY310_VENV)/.installed $(WHEEL_VENV)/.installed lint
 	KERASPORT_PY310=$(if $(wildcard $(PY310_VENV)/.installed),$(abspath $(PY310_VENV))/bin/python) \
 		KERASPORT_WHEEL_VENV=$(abspath $(WHEEL_VENV)) \
 		$(BIN)/python -m pytest -q -W ignore::DeprecationWarning
+
+notebook: $(BIN)/.installed
+	$(BIN)/python scripts/run_notebook.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_latency.py

@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import pysam  # noqa: F401  (the featurize extra: say it is missing before any other check)
+
     from kerasport.examples import CLASS_NAMES, detect_format, write_examples
     from kerasport.featurize.core import featurize_region
 
