@@ -75,7 +75,9 @@ def test_demo_exits_zero_and_reports(demo: tuple[subprocess.CompletedProcess[str
     backends = runtime.servable_artifacts(out / "bundle")
     assert backends[0] == "onnxruntime"
     if importlib.util.find_spec("tvm") is not None and host_runs_a_tvm_target():
-        assert served.backend == "tvm" and any(b.startswith("tvm-") for b in backends)
+        assert any(b.startswith("tvm-") for b in backends)  # every one is verified below
+    if "tvm-x86-64-v4" in backends:
+        assert served.backend == "tvm"  # auto prefers the AVX-512 library
     for backend in backends:  # every backend of the bundle is verified and passes
         row = _table_row(stdout, backend)
         assert row["examples compared"] == str(EMBEDDED_ROWS)

@@ -67,6 +67,8 @@ def test_the_manifest_describes_each_library(bundle: Path) -> None:
         assert details["tvm_version"].startswith("0.27") and details["tvm_ffi_version"]
         assert set(artifact["extra_files"]) == {"weights"}
     assert "avx512f" in manifest["artifacts"][V4]["details"]["cpu_features"]
+    assert manifest["artifacts"][V4]["details"]["preferred"] is True
+    assert manifest["artifacts"][V3]["details"]["preferred"] is False
     assert "avx512f" not in manifest["artifacts"][V3]["details"]["cpu_features"]
     assert manifest["versions"]["apache-tvm"] == "0.27.0.post1"
 
@@ -89,12 +91,12 @@ def test_each_library_this_cpu_runs_matches_keras(bundle: Path, model: Path) -> 
         assert classifier.predict(np.zeros((0, F))).shape == (0, 3)
 
 
-def test_auto_and_tvm_pick_the_widest_library_this_cpu_runs(bundle: Path) -> None:
+def test_tvm_picks_the_widest_library_this_cpu_runs_and_auto_the_preferred_one(bundle: Path) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     best = V4 if host_has(V4, manifest) else V3
     assert kerasport.runtime.load(bundle, backend="tvm").artifact == best
-    auto = kerasport.runtime.load(bundle)
-    assert (auto.backend, auto.artifact) == ("tvm", best)
+    auto = kerasport.runtime.load(bundle)  # the manifest's rule: only the AVX-512 library
+    assert auto.artifact == (V4 if best == V4 else "onnxruntime")
 
 
 def test_a_cpu_without_the_features_gets_the_avx2_library_or_a_clear_refusal(
@@ -105,6 +107,7 @@ def test_a_cpu_without_the_features_gets_the_avx2_library_or_a_clear_refusal(
     avx2_only = frozenset({"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe", "sse4_2"})
     monkeypatch.setattr(tvm_backend, "host_cpu_features", lambda: avx2_only)
     assert kerasport.runtime.load(bundle, backend="tvm").artifact == V3
+    assert kerasport.runtime.load(bundle).backend == "onnxruntime"  # v3 is not preferred
     with pytest.raises(BackendUnavailableError, match=r"needs CPU features .*avx512f"):
         kerasport.runtime.load(bundle, backend=V4)
 

@@ -20,12 +20,13 @@ def compile_artifact(layers: list[Layer], target: TvmTarget, bundle: Path) -> Ar
 
     The manifest records, beside the sha256 of both files, what the runtime checks before
     it loads any code: the target, the CPU flags it needs, the kernel route and the TVM
-    versions that built it.
+    versions that built it; and whether `auto` should prefer it to ONNX Runtime.
     """
     stem = f"model-{target.name}"
     details = compile_dense_chain(layers, target, bundle, stem)
     library, weights = details.pop("library"), details.pop("weights")
     details.pop("weights_sha256")  # the manifest's extra_files carries it
+    details["preferred"] = target.preferred  # the rule load(backend="auto") follows
     return Artifact(
         backend=BACKEND,
         file=library,

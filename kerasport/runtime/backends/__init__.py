@@ -41,21 +41,22 @@ def open_runner(backend: str, bundle_dir: Path, manifest: Manifest, threads: int
     `backend` is a backend name, `auto`, or one artifact's key in the manifest (such as
     `tvm-x86-64-v3`), which opens exactly that artifact: verify and bench test each library.
 
-    `auto` takes TVM when the bundle has a library this CPU can run and the TVM runtime is
-    installed (TVM's hand-scheduled kernels beat ONNX Runtime on this model family, see
-    benchmarks/RESULTS.md), and ONNX Runtime otherwise. Only a backend that is unavailable
-    here is skipped: a tampered or broken TVM library is an error, never a silent fallback.
+    `auto` takes TVM when the bundle has a library this CPU can run, the TVM runtime is
+    installed, and the manifest marks that library as preferred to ONNX Runtime (the
+    AVX-512 one, which benchmarks/tvm/TVM.md measured faster at every row count); ONNX
+    Runtime otherwise. Only a backend that is unavailable or not preferred here is skipped:
+    a tampered or broken TVM library is an error, never a silent fallback.
     """
     if backend == AUTO:
         if "tvm" in manifest.backends():
             try:
-                return open_runner("tvm", bundle_dir, manifest, threads)
+                runner: Runner = _runner_module("tvm").open_auto(bundle_dir, manifest, threads)
+                return runner
             except BackendUnavailableError:
                 pass
         return open_runner("onnxruntime", bundle_dir, manifest, threads)
     if backend in _RUNNER_MODULES:
-        module = _runner_module(backend)
-        runner: Runner = module.open_runner(bundle_dir, manifest, threads)
+        runner = _runner_module(backend).open_runner(bundle_dir, manifest, threads)
         return runner
     artifact = manifest.artifacts.get(backend)
     if artifact is None or artifact.backend not in _RUNNER_MODULES:

@@ -329,8 +329,22 @@ def open_artifact(bundle_dir: Path, manifest: Manifest, key: str, threads: int) 
 
 
 def open_runner(bundle_dir: Path, manifest: Manifest, threads: int) -> TvmRunner:
-    """The bundle's best TVM library this CPU can run: the widest vectors (the manifest's
-    `lanes`; an AVX-512 library beats an AVX2 one where both run, benchmarks/RESULTS.md)."""
+    """The bundle's best TVM library this CPU can run."""
+    return open_artifact(bundle_dir, manifest, _best_runnable(manifest), threads)
+
+
+def open_auto(bundle_dir: Path, manifest: Manifest, threads: int) -> TvmRunner:
+    """The best library this CPU runs, if its manifest entry says `auto` should prefer it
+    to ONNX Runtime (export writes the rule per target, from benchmarks/tvm/TVM.md)."""
+    key = _best_runnable(manifest)
+    if manifest.artifacts[key].details.get("preferred") is not True:
+        raise BackendUnavailableError(f"{key} is not preferred to ONNX Runtime")
+    return open_artifact(bundle_dir, manifest, key, threads)
+
+
+def _best_runnable(manifest: Manifest) -> str:
+    """The widest-vector library this CPU runs (an AVX-512 library beats an AVX2 one where
+    both run, benchmarks/tvm/TVM.md)."""
     candidates = sorted(
         artifacts_of(manifest, "tvm").items(),
         key=lambda item: -_lanes(item[1].details),
@@ -339,7 +353,7 @@ def open_runner(bundle_dir: Path, manifest: Manifest, threads: int) -> TvmRunner
     for key, artifact in candidates:
         missing = missing_features(artifact.details.get("cpu_features", []), host_cpu_features())
         if not missing:
-            return open_artifact(bundle_dir, manifest, key, threads)
+            return key
         lacking.append(f"{key} needs {', '.join(missing)}")
     raise BackendUnavailableError(
         f"no TVM library in this bundle runs on this CPU ({'; '.join(lacking)}); "
