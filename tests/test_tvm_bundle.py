@@ -91,7 +91,9 @@ def test_each_library_this_cpu_runs_matches_keras(bundle: Path, model: Path) -> 
         assert classifier.predict(np.zeros((0, F))).shape == (0, 3)
 
 
-def test_tvm_picks_the_widest_library_this_cpu_runs_and_auto_the_preferred_one(bundle: Path) -> None:
+def test_tvm_picks_the_widest_library_this_cpu_runs_and_auto_the_preferred_one(
+    bundle: Path,
+) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     best = V4 if host_has(V4, manifest) else V3
     assert kerasport.runtime.load(bundle, backend="tvm").artifact == best
