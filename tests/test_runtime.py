@@ -172,3 +172,13 @@ def test_threads_sharing_a_classifier_get_their_own_answers(classifier):
         got = list(pool.map(lambda x: classifier.predict(x), inputs))
     for want, have in zip(expected, got, strict=True):
         np.testing.assert_array_equal(want, have)
+
+
+@pytest.mark.parametrize(
+    "given, name",
+    [(None, "NoneType"), ({"x": [1]}, "dict"), ((r for r in [[1] * 94]), "generator"),
+     ("1,2,3", "str")],
+)
+def test_what_is_not_a_table_is_named(classifier, given, name):
+    with pytest.raises(InputError, match=rf"array or a list of rows of numbers; got {name}$"):
+        classifier.predict(given)

@@ -9,6 +9,7 @@ rows never needs a second full-size copy.
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,11 @@ def as_examples_array(examples: Any, num_features: int) -> np.ndarray:
     """View `examples` as a 2-D numeric array of shape (N, num_features), without copying arrays."""
     if isinstance(examples, np.ndarray):
         array = examples
+    elif examples is None or isinstance(examples, (dict, str, bytes, Iterator)):
+        raise InputError(
+            "examples must be an array or a list of rows of numbers; got "
+            f"{type(examples).__name__}"
+        )
     else:
         try:
             array = np.asarray(examples)
