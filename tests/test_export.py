@@ -164,3 +164,7 @@ def test_check_agreement_refuses_differences_and_moved_argmax():
         check_agreement(reference, reference[:1])
     with pytest.raises(ExportError, match="disagrees"):
         check_agreement(reference, np.full_like(reference, np.nan))
+
+
+def test_a_softmax_classifier_exports_without_warnings(bundles):
+    assert read_manifest(bundles["wgs"]).warnings == []

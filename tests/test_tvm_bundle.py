@@ -202,6 +202,8 @@ def test_activations_of_the_family_compile_and_match_keras(tmp_path: Path) -> No
     ])
     model.save(tmp_path / "m.keras")
     bundle = export_bundle(tmp_path / "m.keras", tmp_path / "b", tvm_targets=["auto"])
+    warnings = json.loads((bundle / "manifest.json").read_text())["warnings"]
+    assert any("head is 'sigmoid'" in w and "not a softmax" in w for w in warnings)
     x, _ = synthetic_examples(64, 9, seed=1)
     check_agreement(keras_predict(model, x), kerasport.runtime.load(bundle, "tvm").predict(x))
 

@@ -21,7 +21,7 @@ from kerasport.cpu import host_cpu_features, missing_features
 from kerasport.errors import ExportError, InputError
 from kerasport.export.bundle import check_destination, write_atomically
 from kerasport.export.check import DEFAULT_ATOL, check_agreement, keras_predict, probe_examples
-from kerasport.export.keras_model import classifier_shape, load_keras_model
+from kerasport.export.keras_model import classifier_shape, head_warning, load_keras_model
 from kerasport.export.model_info import read_model_info
 from kerasport.export.onnx import DEFAULT_OPSET, check_opset, keras_to_onnx
 from kerasport.manifest import MANIFEST_NAME, Artifact, Manifest, sha256_file
@@ -66,7 +66,7 @@ def export_bundle(
     def fill(bundle: Path) -> None:
         (bundle / ONNX_FILE).write_bytes(proto.SerializeToString())
         tvm_artifacts = {key: compile(bundle) for key, compile in _tvm_compilers(layers, targets)}
-        warnings = [
+        warnings = [warning for warning in (head_warning(model),) if warning] + [
             f"{key} was not checked against Keras at export: this CPU lacks "
             f"{', '.join(missing)}; run kerasport verify --backend {key} on a CPU that has them"
             for key, artifact in tvm_artifacts.items()

@@ -40,3 +40,22 @@ def classifier_shape(model: Any) -> tuple[int, int]:
             f"{in_shape} -> {out_shape}"
         )
     return int(in_shape[1]), int(out_shape[1])
+
+
+def head_warning(model: Any) -> str | None:
+    """A warning when the model's output is not a softmax over its classes.
+
+    DeepVariant reads each row as probabilities: arg-max is the genotype and max(p) the
+    GQ. A sigmoid, linear (logits) or regression head exports and serves as faithfully, but
+    those readings would be wrong, so export says so rather than call it a classifier.
+    """
+    layer = model.layers[-1] if model.layers else None
+    activation = getattr(getattr(layer, "activation", None), "__name__", None)
+    classes = int(model.outputs[0].shape[-1])
+    if activation == "softmax" and classes > 1:
+        return None
+    head = activation or type(layer).__name__
+    return (
+        f"the model's head is {head!r} over {classes} output(s), not a softmax over classes: "
+        "its outputs are not genotype probabilities, so arg-max and GQ readings may not apply"
+    )
