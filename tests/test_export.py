@@ -150,6 +150,34 @@ def test_export_killed_midway_leaves_no_bundle(trained_models, tmp_path):
     assert not (partial / "manifest.json").exists() or json.loads(
         (partial / "manifest.json").read_text()
     )
+    # The next export to the same place clears what the killed one left.
+    export_bundle(trained_models["somatic"], out)
+    assert read_manifest(out).num_features == 94
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed"]
+
+
+def test_stale_directories_of_dead_writers_are_cleared_and_live_ones_kept(
+    bundles, tmp_path
+):
+    import shutil
+
+    from kerasport.export.bundle import clear_stale
+
+    out = tmp_path / "bundle"
+    dead = 2**31 - 1  # beyond any pid_max: no such process
+    shutil.copytree(bundles["somatic"], tmp_path / f".bundle.partial-{dead}-x")
+    shutil.copytree(bundles["somatic"], tmp_path / f".bundle.old-{dead}-y")  # the old bundle
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f".bundle.partial-{live.pid}-z").mkdir()
+        clear_stale(out)
+    finally:
+        live.kill()
+        live.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".bundle.partial-{live.pid}-z", "bundle"
+    ]
+    assert read_manifest(out).num_features == 94  # the killed swap's old bundle, put back
 
 
 def test_check_agreement_refuses_differences_and_moved_argmax():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -39,16 +40,18 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
 
     The temporary directory sits beside `out_dir` so the rename stays on one filesystem. An
     existing bundle is moved aside and removed only after the new one is in place (and put
-    back if that fails).
+    back if that fails). Temporary names carry the writer's pid, so what a killed export
+    left behind is recognised and cleared by the next export to the same place.
     """
     out = check_destination(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    clear_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the bundle from others
         fill(tmp)
         if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex}"
+            old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex}"
             out.rename(old)
             try:
                 tmp.rename(out)
@@ -62,3 +65,40 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def clear_stale(out: Path) -> None:
+    """Remove the temporary directories of exports to `out` whose writer is gone.
+
+    A `.partial-` directory is removed. An `.old-` directory is the previous bundle, moved
+    aside by an export killed before its new bundle was renamed in: it is put back when
+    `out` is missing, removed otherwise. A directory whose writer still runs is left alone.
+    """
+    for kind in ("partial", "old"):
+        for path in sorted(out.parent.glob(f".{out.name}.{kind}-*")):
+            pid = _writer_pid(path.name.removeprefix(f".{out.name}.{kind}-"))
+            if pid is None or _alive(pid):
+                continue
+            if kind == "old" and not out.exists():
+                path.rename(out)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _writer_pid(suffix: str) -> int | None:
+    head = suffix.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OverflowError:
+        return False
+    return True
