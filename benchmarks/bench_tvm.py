@@ -61,7 +61,7 @@ def comparison(results: dict) -> str:
         "# TVM vs ONNX Runtime (one run, one thread per process)",
         "",
         f"- CPU: {results['meta'].get('cpu', 'see RESULTS.md')}; trace: "
-        f"{'; '.join(results['meta'].get('trace_files', []))}",
+        f"{results['meta']['trace_source']['text']}",
         "- Per-call time is the mean of the whole Python call (classify(classifier, x, 128):",
         "  numpy int64 in, a new float32 array out); ratio = ONNX Runtime / TVM (> 1: TVM wins).",
         "",

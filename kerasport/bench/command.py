@@ -125,8 +125,7 @@ def run(
     from kerasport.bench.trace import default_trace, describe_source
 
     trace = list(args.trace) if args.trace else default_trace(find_full_trace)
-    source = describe_source(trace)
-    print(f"trace: {source['text']}", file=sys.stderr)
+    print(f"trace: {describe_source(trace)['text']}", file=sys.stderr)
     settings = Settings(args.bundle, args.model, trace, examples=args.examples)
     if args.quick:
         settings.make_quick()
@@ -144,9 +143,6 @@ def run(
         if value is not None:
             setattr(settings, name, value)
     results = run_bench(settings)
-    # RESULTS.md's "Trace:" line names the files; make it say what they are and whence.
-    results["meta"]["trace_source"] = source
-    results["meta"]["trace_files"] = [source["text"]]
     path = write_report(results, args.out)
     print(console_summary(results))
     print(f"\nwrote {path}")

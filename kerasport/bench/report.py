@@ -261,7 +261,7 @@ def _header(results: dict[str, Any]) -> str:
         f"- Versions: {versions}",
         f"- Model: {model}" + (f" ({info['params']:,} parameters)" if "params" in info else ""),
         f"- Examples: {meta['examples']}",
-        f"- Trace: {', '.join(meta['trace_files'])}: {meta['trace_regions']:,} regions, "
+        f"- Trace: {meta['trace_source']['text']}: {meta['trace_regions']:,} regions, "
         f"{meta['trace_calls']:,} with examples (one classify() call each), "
         f"{meta['trace_rows']:,} rows",
         "- Every measurement runs in a fresh process with one compute thread (OMP, OpenBLAS, "

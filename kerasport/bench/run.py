@@ -23,7 +23,7 @@ import numpy as np
 
 from kerasport.bench import BenchError
 from kerasport.bench.process_cost import cold_start, large_region, run_worker, throughput
-from kerasport.bench.trace import Trace, read_trace, seeded_sample
+from kerasport.bench.trace import Trace, describe_source, read_trace, seeded_sample
 from kerasport.bench.worker import WORKLOAD_FILE
 from kerasport.bench.workload import load_pool, write_workload
 from kerasport.manifest import read_manifest, sha256_file
@@ -244,6 +244,7 @@ def _meta(
         "num_features": num_features,
         "examples": pool_source,
         "trace_files": [p.name for p in trace.files],
+        "trace_source": describe_source(trace.files),
         "trace_regions": trace.regions,
         "trace_calls": trace.calls,
         "trace_rows": trace.rows,
