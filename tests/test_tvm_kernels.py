@@ -98,7 +98,6 @@ def open_runner(directory: Path, details: dict[str, Any]) -> TvmRunner:
         details,
         details["num_features"],
         details["num_classes"],
-        1,
     )
 
 
@@ -163,7 +162,7 @@ def test_runtime_does_not_import_the_compiler(build_dir: Path) -> None:
         from kerasport.runtime.backends.tvm import open_tvm_library
         d = json.loads(sys.argv[1]); base = Path(sys.argv[2])
         r = open_tvm_library((base / d["library"]).read_bytes(),
-                             (base / d["weights"]).read_bytes(), d, 7, 3, 1)
+                             (base / d["weights"]).read_bytes(), d, 7, 3)
         out = r.run(np.ones((13, 7)))
         assert out.shape == (13, 3)
         print(json.dumps({"tvm": "tvm" in sys.modules, "sum": float(out.sum())}))
@@ -189,13 +188,13 @@ def test_tampered_description_and_foreign_cpu(build_dir: Path) -> None:
     lib = (directory / details["library"]).read_bytes()
     weights = (directory / details["weights"]).read_bytes()
     with pytest.raises(BundleError, match="shape"):
-        open_tvm_library(lib, weights, details, 8, 3, 1)
+        open_tvm_library(lib, weights, details, 8, 3)
     with pytest.raises(BundleError, match="lacks"):
-        open_tvm_library(lib, weights, {**details, "cpu_features": ["no_such_flag"]}, 7, 3, 1)
+        open_tvm_library(lib, weights, {**details, "cpu_features": ["no_such_flag"]}, 7, 3)
     with pytest.raises(BundleError, match="does not match"):
-        open_tvm_library(lib, weights[:-64], details, 7, 3, 1)
+        open_tvm_library(lib, weights[:-64], details, 7, 3)
     with pytest.raises(BundleError):
-        open_tvm_library(b"not a library", weights, details, 7, 3, 1)
+        open_tvm_library(b"not a library", weights, details, 7, 3)
 
 
 def test_export_errors(build_dir: Path) -> None:

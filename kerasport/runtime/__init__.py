@@ -62,10 +62,7 @@ def servable_artifacts(bundle_dir: str | Path) -> list[str]:
     ONNX Runtime's first, then each TVM library this CPU runs (widest vectors first): verify
     and bench test every one of them, not only the one `auto` would pick.
     """
-    manifest = read_manifest(bundle_dir)
-    keys = servable(manifest)
-    lanes = {key: manifest.artifacts[key].details.get("lanes", 0) for key in keys}
-    return sorted(keys, key=lambda k: (k != "onnxruntime", -int(lanes[k] or 0)))
+    return servable(read_manifest(bundle_dir))
 
 
 def classify(classifier: Any, examples: Any, batch_size: int) -> np.ndarray:

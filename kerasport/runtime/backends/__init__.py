@@ -69,13 +69,20 @@ def open_runner(backend: str, bundle_dir: Path, manifest: Manifest, threads: int
 
 
 def servable(manifest: Manifest) -> list[str]:
-    """Keys of the artifacts this host can serve (its engine is installed, its CPU fits)."""
-    return [
+    """Keys of the artifacts this host can serve (its engine is installed, its CPU fits),
+    backends in BACKENDS order and each backend's artifacts best first (its `rank`)."""
+    keys = [
         key
         for key, artifact in manifest.artifacts.items()
         if artifact.backend in _RUNNER_MODULES
         and _runner_module(artifact.backend).can_serve(artifact)
     ]
+
+    def order(key: str) -> tuple[int, int]:
+        artifact = manifest.artifacts[key]
+        return BACKENDS.index(artifact.backend), _runner_module(artifact.backend).rank(artifact)
+
+    return sorted(keys, key=order)
 
 
 def _runner_module(backend: str) -> Any:

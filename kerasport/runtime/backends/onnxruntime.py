@@ -132,6 +132,11 @@ def can_serve(artifact: Artifact) -> bool:
     return True
 
 
+def rank(artifact: Artifact) -> int:
+    """A bundle holds one ONNX model: nothing to order."""
+    return 0
+
+
 def open_artifact(
     bundle_dir: Path, manifest: Manifest, key: str, threads: int
 ) -> OnnxRuntimeRunner:

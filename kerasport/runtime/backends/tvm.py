@@ -11,8 +11,8 @@ misaligned array segfaults), and wrapping a numpy array as a TVM tensor costs mo
 only casts the input into place, calls the kernel, and copies the output out.
 
 Threads: the kernels contain no parallel loops, so TVM's thread pool is never started and a
-call runs on the caller's thread; `threads` is accepted for interface parity with the other
-runners. Threads may share one runner (buffers are per thread).
+call runs on the caller's thread; the `threads` that `load` passes every backend does not
+apply here. Threads may share one runner (buffers are per thread).
 """
 
 from __future__ import annotations
@@ -156,7 +156,6 @@ class TvmRunner:
         details: dict[str, Any],
         num_features: int,
         num_classes: int,
-        threads: int,
     ) -> None:
         import tvm_ffi
 
@@ -179,7 +178,6 @@ class TvmRunner:
         self._padded_out = int(layers[-1]["padded_out"])
         self.num_features = num_features
         self.num_classes = num_classes
-        self.threads = max(1, int(threads))
         self.artifact = ""  # the manifest key, set by open_artifact
         self._local = threading.local()
 
@@ -283,7 +281,6 @@ def open_tvm_library(
     details: dict[str, Any],
     num_features: int,
     num_classes: int,
-    threads: int,
 ) -> TvmRunner:
     """Load a dense-chain library from hash-checked bytes and return its runner."""
     try:
@@ -298,12 +295,14 @@ def open_tvm_library(
         module = _load_module_from_bytes(library_bytes)
     except Exception as exc:  # tvm_ffi raises its own error types from C++
         raise BundleError(f"cannot load the TVM library: {exc}") from exc
-    return TvmRunner(module, weights, details, num_features, num_classes, threads)
+    return TvmRunner(module, weights, details, num_features, num_classes)
 
 
-def _lanes(details: dict[str, Any]) -> int:
-    lanes = details.get("lanes")
-    return lanes if isinstance(lanes, int) else 0
+def rank(artifact: Artifact) -> int:
+    """Widest vectors first: an AVX-512 library beats an AVX2 one where both run
+    (benchmarks/tvm/TVM.md)."""
+    lanes = artifact.details.get("lanes")
+    return -lanes if isinstance(lanes, int) else 0
 
 
 def can_serve(artifact: Artifact) -> bool:
@@ -314,15 +313,16 @@ def can_serve(artifact: Artifact) -> bool:
 
 
 def open_artifact(bundle_dir: Path, manifest: Manifest, key: str, threads: int) -> TvmRunner:
-    """Open one TVM library of the bundle: CPU check first, then hash-checked bytes."""
+    """Open one TVM library of the bundle from hash-checked bytes (`threads` does not apply:
+    the kernels run on the calling thread)."""
+    del threads
     artifact = manifest.artifacts[key]
-    _check_details(artifact.details, manifest.num_features, manifest.num_classes)
     if "weights" not in artifact.extra_files:
         raise BundleError(f"TVM artifact {key!r} lists no weights file")
     library = checked_bytes(bundle_dir, artifact)
     weights = checked_bytes(bundle_dir, artifact.extra_files["weights"])
     runner = open_tvm_library(
-        library, weights, artifact.details, manifest.num_features, manifest.num_classes, threads
+        library, weights, artifact.details, manifest.num_features, manifest.num_classes
     )
     runner.artifact = key
     return runner
@@ -343,12 +343,8 @@ def open_auto(bundle_dir: Path, manifest: Manifest, threads: int) -> TvmRunner:
 
 
 def _best_runnable(manifest: Manifest) -> str:
-    """The widest-vector library this CPU runs (an AVX-512 library beats an AVX2 one where
-    both run, benchmarks/tvm/TVM.md)."""
-    candidates = sorted(
-        artifacts_of(manifest, "tvm").items(),
-        key=lambda item: -_lanes(item[1].details),
-    )
+    """The best-ranked library this CPU runs."""
+    candidates = sorted(artifacts_of(manifest, "tvm").items(), key=lambda item: rank(item[1]))
     lacking = []
     for key, artifact in candidates:
         missing = missing_features(artifact.details.get("cpu_features", []), host_cpu_features())
