@@ -78,14 +78,9 @@ def _tvm_targets() -> list[str]:
     """["auto"] when the tvm extra is installed and this CPU runs a TVM target, else []."""
     if importlib.util.find_spec("tvm") is None:
         return []
-    from kerasport.cpu import host_cpu_features, missing_features
-    from kerasport.export.tvm import known_targets
+    from kerasport.export.tvm import runnable_targets
 
-    runs = any(
-        not missing_features(t.cpu_features, host_cpu_features())
-        for t in known_targets().values()
-    )
-    return ["auto"] if runs else []
+    return ["auto"] if runnable_targets() else []
 
 
 def _calls_table(called: np.ndarray, labels: np.ndarray | None) -> str:

@@ -19,6 +19,7 @@ import pytest
 
 from kerasport.assets import DEFAULT_EXAMPLES
 from kerasport.examples import CLASS_NAMES, read_examples
+from kerasport.export.tvm import runnable_targets
 
 CALLS_HEADER = ["row", "position", "truth", "call", "gq", "p_ref", "p_het", "p_hom_alt"]
 EMBEDDED_ROWS = 312
@@ -37,16 +38,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Completed
         timeout=600,
     )
     return proc, out
-
-
-def host_runs_a_tvm_target() -> bool:
-    from kerasport.cpu import host_cpu_features, missing_features
-    from kerasport.export.tvm import known_targets
-
-    return any(
-        not missing_features(t.cpu_features, host_cpu_features())
-        for t in known_targets().values()
-    )
 
 
 def _table_row(stdout: str, backend: str) -> dict[str, str]:
@@ -74,7 +65,7 @@ def test_demo_exits_zero_and_reports(demo: tuple[subprocess.CompletedProcess[str
     )
     backends = runtime.servable_artifacts(out / "bundle")
     assert backends[0] == "onnxruntime"
-    if importlib.util.find_spec("tvm") is not None and host_runs_a_tvm_target():
+    if importlib.util.find_spec("tvm") is not None and runnable_targets():
         assert any(b.startswith("tvm-") for b in backends)  # every one is verified below
     if "tvm-x86-64-v4" in backends:
         assert served.backend == "tvm"  # auto prefers the AVX-512 library

@@ -19,23 +19,15 @@ from conftest import TRAINING_SEED
 import kerasport.runtime
 from kerasport.cpu import host_cpu_features, missing_features
 from kerasport.errors import BackendUnavailableError, BundleError, ExportError
+from kerasport.export.tvm import runnable_targets
 from kerasport.testing import synthetic_examples, train_small_model
 
 pytest.importorskip("tvm")
 
 
-def _host_runs_a_target() -> bool:
-    from kerasport.export.tvm import known_targets
-
-    return any(
-        not missing_features(t.cpu_features, host_cpu_features())
-        for t in known_targets().values()
-    )
-
-
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not _host_runs_a_target(), reason="this CPU runs no TVM target (AVX2)"),
+    pytest.mark.skipif(not runnable_targets(), reason="this CPU runs no TVM target (AVX2)"),
 ]
 
 F = 20

@@ -65,7 +65,7 @@ def export_bundle(
 
     def fill(bundle: Path) -> None:
         (bundle / ONNX_FILE).write_bytes(proto.SerializeToString())
-        tvm_artifacts = {key: compile(bundle) for key, compile in _tvm_compilers(layers, targets)}
+        tvm_artifacts = _compile_tvm(layers, targets, bundle)
         warnings = [warning for warning in (head_warning(model),) if warning] + [
             f"{key} was not checked against Keras at export: this CPU lacks "
             f"{', '.join(missing)}; run kerasport verify --backend {key} on a CPU that has them"
@@ -114,27 +114,21 @@ def _dense_chain(model: Any) -> list[Any]:
     return dense_chain_layers(model)
 
 
-def _tvm_compilers(layers: list[Any], targets: list[Any]) -> list[tuple[str, Any]]:
-    """(manifest key, bundle -> Artifact) for each TVM target, compiler imported only here."""
+def _compile_tvm(layers: list[Any], targets: list[Any], bundle: Path) -> dict[str, Artifact]:
+    """One library per TVM target, by manifest key; the compiler is imported only here."""
     if not targets:
-        return []
+        return {}
     from kerasport.export.tvm.artifact import artifact_key, compile_artifact
 
-    return [
-        (artifact_key(target), lambda bundle, t=target: compile_artifact(layers, t, bundle))
-        for target in targets
-    ]
+    return {artifact_key(target): compile_artifact(layers, target, bundle) for target in targets}
 
 
 def _check_bundle(bundle: Path, probe: np.ndarray, reference: np.ndarray, atol: float) -> None:
-    """Load each artifact this CPU can run as a user would, and compare it with Keras."""
+    """Load each artifact this CPU can run as a user would, and compare it with Keras (the
+    others are named in the manifest's warnings)."""
     from kerasport import runtime
-    from kerasport.manifest import read_manifest
 
-    manifest = read_manifest(bundle)
-    for key, artifact in manifest.artifacts.items():
-        if missing_features(artifact.details.get("cpu_features", []), host_cpu_features()):
-            continue  # recorded in the manifest's warnings
+    for key in runtime.servable_artifacts(bundle):
         classifier = runtime.load(bundle, backend=key)
         try:
             candidate = classifier.predict(probe, batch_size=128)

@@ -25,7 +25,6 @@ def compile_artifact(layers: list[Layer], target: TvmTarget, bundle: Path) -> Ar
     stem = f"model-{target.name}"
     details = compile_dense_chain(layers, target, bundle, stem)
     library, weights = details.pop("library"), details.pop("weights")
-    details.pop("weights_sha256")  # the manifest's extra_files carries it
     details["preferred"] = target.preferred  # the rule load(backend="auto") follows
     return Artifact(
         backend=BACKEND,

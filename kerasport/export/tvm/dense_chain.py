@@ -19,7 +19,6 @@ results are bit-identical whatever the batching.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -357,7 +356,6 @@ def compile_dense_chain(
         "cpu_features": list(target.cpu_features),
         "library": library_name,
         "weights": weights_name,
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "weights_dtype": "float32-le",
         "arrays": entries,  # w0, b0, w1, b1, ...: offsets in floats
         "num_features": num_features,

@@ -87,15 +87,20 @@ def known_targets() -> dict[str, TvmTarget]:
     return {target.name: target for target in _TARGETS}
 
 
+def runnable_targets(features: frozenset[str] | None = None) -> list[TvmTarget]:
+    """The named targets this CPU (or the given flag set) can run, best first."""
+    host = host_cpu_features() if features is None else features
+    return [target for target in _TARGETS if not missing_features(target.cpu_features, host)]
+
+
 def host_target(features: frozenset[str] | None = None) -> TvmTarget:
     """The best named target this CPU (or the given flag set) can run.
 
     Raises ExportError on a CPU that offers none of them (not x86-64, or older than AVX2).
     """
-    host = host_cpu_features() if features is None else features
-    for target in _TARGETS:
-        if not missing_features(target.cpu_features, host):
-            return target
+    runnable = runnable_targets(features)
+    if runnable:
+        return runnable[0]
     raise ExportError(
         "this CPU runs none of the TVM targets "
         f"({', '.join(t.name for t in _TARGETS)}); name one explicitly to cross-compile"
