@@ -31,15 +31,15 @@ from kerasport.featurize.reads import check_cram_reference, is_cram, open_reads
 from kerasport.featurize.regions import Region, parse_region, resolve_contig
 from kerasport.featurize.truth import ConfidentRegions, TruthSet
 
+if TYPE_CHECKING:  # pysam (the featurize extra) is imported where reads are opened
+    import pysam
+
 # DeepVariant's make_examples defaults for reads and bases (--min_mapping_quality 5,
 # --min_base_quality 10).
 DEFAULT_MIN_MAPPING_QUALITY = 5
 DEFAULT_MIN_BASE_QUALITY = 10
 TILE = 25_000
 
-
-if TYPE_CHECKING:  # pysam (the featurize extra) is imported where reads are opened
-    import pysam
 
 @dataclass
 class ExampleInfo:

@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:  # pysam (the featurize extra) is imported where reads are opened
+    import pysam
+
 # unmapped | secondary | QC fail | duplicate | supplementary
 SKIP_FLAGS = 0x4 | 0x100 | 0x200 | 0x400 | 0x800
 _ALIGNED_OPS = (0, 7, 8)  # M, =, X
@@ -31,9 +34,6 @@ for _i, _b in enumerate(BASES):
     _BASE_INDEX[_b] = _i
     _BASE_INDEX[ord(chr(_b).lower())] = _i
 
-
-if TYPE_CHECKING:  # pysam (the featurize extra) is imported where reads are opened
-    import pysam
 
 @dataclass(frozen=True)
 class IndelAllele:

@@ -26,11 +26,11 @@ from kerasport.featurize.candidates import Candidate
 from kerasport.featurize.errors import FeaturizeError
 from kerasport.featurize.regions import Region, contig_aliases, resolve_contig
 
-AlleleKey = tuple[int, str, str]
-
-
 if TYPE_CHECKING:  # pysam (the featurize extra) is imported where reads are opened
     import pysam
+
+AlleleKey = tuple[int, str, str]
+
 
 def allele_key(start: int, ref: str, alt: str) -> AlleleKey:
     """(position, ref, alt) with shared suffix, then shared prefix, trimmed off."""
