@@ -27,6 +27,19 @@ MAX_MANIFEST_BYTES = 1 << 20
 MAX_ARTIFACT_BYTES = 1 << 30  # a small model's artifacts are a few MB
 MAX_DIMENSION = 1 << 20  # features or classes: far above any model of the family
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# An export writes the bundle into `.<name>.partial-<pid>-<random>` beside its destination and
+# renames it into place only after checking it; the runtime refuses a directory so named.
+_PARTIAL = re.compile(r"\..+\.partial-\d+-.+")
+
+
+def partial_prefix(bundle_name: str, pid: int) -> str:
+    """The name prefix of the directory an export (process `pid`) writes `bundle_name` in."""
+    return f".{bundle_name}.partial-{pid}-"
+
+
+def is_partial_bundle(path: str | Path) -> bool:
+    """Whether `path` is the directory of an export still writing it, or killed while it did."""
+    return _PARTIAL.fullmatch(Path(path).absolute().name) is not None
 
 
 @dataclass(frozen=True)

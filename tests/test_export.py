@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -12,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import TRAINING_SEED
 
 from kerasport.atomic import current_umask
 from kerasport.errors import ExportError
@@ -129,31 +129,60 @@ def test_opset_out_of_range(trained_models, tmp_path, opset):
         export_bundle(trained_models["somatic"], tmp_path / "b", opset=opset)
 
 
-def test_export_killed_midway_leaves_no_bundle(trained_models, tmp_path):
-    """SIGKILL as soon as the temporary directory appears: `out` must not exist."""
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kerasport", "export", str(trained_models["wgs"]), "-o", str(out)],
+def _export_process(model, out):
+    return subprocess.Popen(
+        [sys.executable, "-m", "kerasport", "export", str(model), "-o", str(out)],
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".killed.partial-*")):
-        assert proc.poll() is None, "export finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not out.exists()
-    partial = next(tmp_path.glob(".killed.partial-*"))
-    assert not (partial / "manifest.json").exists() or json.loads(
-        (partial / "manifest.json").read_text()
-    )
-    # The next export to the same place clears what the killed one left.
+
+
+def _wait_for_partial(proc, out, deadline=120.0):
+    """Seconds until the export's partial directory appears (None: it finished first)."""
+    started = time.monotonic()
+    while not list(out.parent.glob(f".{out.name}.partial-*")):
+        if proc.poll() is not None:
+            return None
+        assert time.monotonic() - started < deadline
+        time.sleep(0.002)
+    return time.monotonic() - started
+
+
+def test_ten_sigkills_at_random_moments_leave_nothing_loadable_or_stale(
+    trained_models, tmp_path
+):
+    """SIGKILL exports at seeded random moments while they write: the destination is always
+    absent or a whole bundle, a partial directory never loads, and the next export clears
+    everything the killed ones left."""
+    from kerasport import runtime
+    from kerasport.errors import BundleError
+
+    out = tmp_path / "bundle"
+    timing = _export_process(trained_models["somatic"], out)
+    assert _wait_for_partial(timing, out) is not None
+    window_start = time.monotonic()
+    assert timing.wait() == 0
+    window = time.monotonic() - window_start  # from partial directory to renamed bundle
+    rng = np.random.default_rng(TRAINING_SEED)
+    landed = 0
+    for kill in range(10):
+        proc = _export_process(trained_models["wgs" if kill % 2 else "somatic"], out)
+        assert _wait_for_partial(proc, out) is not None, "export finished before the kill"
+        time.sleep(float(rng.uniform(0.0, window)))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        left = sorted(tmp_path.glob(".bundle.partial-*"))
+        landed += bool(left)
+        for partial in left:
+            with pytest.raises(BundleError, match="unfinished export"):
+                runtime.load(partial)
+        if out.exists():  # absent only while a killed swap has the old one moved aside
+            assert runtime.load(out).num_features in (70, 94)
+    assert landed >= 5, f"only {landed} of 10 kills landed while the bundle was being written"
     export_bundle(trained_models["somatic"], out)
     assert read_manifest(out).num_features == 94
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
 def test_stale_directories_of_dead_writers_are_cleared_and_live_ones_kept(

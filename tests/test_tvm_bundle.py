@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TRAINING_SEED
+from conftest import TINY_FEATURES, TRAINING_SEED
 
 import kerasport.runtime
 from kerasport.cpu import host_cpu_features, missing_features
 from kerasport.errors import BackendUnavailableError, BundleError, ExportError
 from kerasport.export.tvm import runnable_targets
-from kerasport.testing import synthetic_examples, train_small_model
+from kerasport.testing import synthetic_examples
 
 pytest.importorskip("tvm")
 
@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.skipif(not runnable_targets(), reason="this CPU runs no TVM target (AVX2)"),
 ]
 
-F = 20
+F = TINY_FEATURES
 V3, V4 = "tvm-x86-64-v3", "tvm-x86-64-v4"
 
 
@@ -40,18 +40,13 @@ def host_has(key: str, manifest: dict) -> bool:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tvm_model")
-    return train_small_model(root / "model.keras", F, (16, 16), seed=TRAINING_SEED, rows=4096,
-                             epochs=2)
+def model(tiny_models: tuple[Path, Path]) -> Path:
+    return tiny_models[0]
 
 
 @pytest.fixture(scope="module")
-def bundle(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from kerasport.export import export_bundle
-
-    out = tmp_path_factory.mktemp("tvm_bundle") / "bundle"
-    return export_bundle(model, out, tvm_targets=["x86-64-v4", "x86-64-v3"])
+def bundle(tiny_bundles: tuple[Path, Path]) -> Path:
+    return tiny_bundles[0]
 
 
 @pytest.fixture

@@ -129,7 +129,7 @@ def _check_bundle(bundle: Path, probe: np.ndarray, reference: np.ndarray, atol: 
     from kerasport import runtime
 
     for key in runtime.servable_artifacts(bundle):
-        classifier = runtime.load(bundle, backend=key)
+        classifier = runtime.load_partial(bundle, backend=key)
         try:
             candidate = classifier.predict(probe, batch_size=128)
         except InputError as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kerasport.atomic import current_umask
 from kerasport.errors import BundleError, ExportError
-from kerasport.manifest import read_manifest
+from kerasport.manifest import partial_prefix, read_manifest
 
 
 def check_destination(out_dir: str | Path) -> Path:
@@ -46,7 +46,7 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
     out = check_destination(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     clear_stale(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(out.name, os.getpid()), dir=out.parent))
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the bundle from others
         fill(tmp)

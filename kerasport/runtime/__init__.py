@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from kerasport.manifest import read_manifest
+from kerasport.errors import BundleError
+from kerasport.manifest import is_partial_bundle, read_manifest
 from kerasport.runtime.backends import AUTO, BACKENDS, open_runner, servable
 from kerasport.runtime.classifier import Classifier
 from kerasport.runtime.inputs import positive_int
@@ -25,6 +26,7 @@ __all__ = [
     "available_backends",
     "classify",
     "load",
+    "load_partial",
     "servable_artifacts",
 ]
 
@@ -34,8 +36,20 @@ def load(bundle_dir: str | Path, backend: str = AUTO, threads: int = 1) -> Class
 
     `backend="auto"` serves from TVM when the bundle has a library this CPU runs and the
     `tvm` extra is installed, else from ONNX Runtime; `classifier.backend` says which.
-    `threads` defaults to 1 because DeepVariant runs one process per core.
+    `threads` defaults to 1 because DeepVariant runs one process per core. The directory an
+    export is still writing (or was killed writing) is refused: it was never checked.
     """
+    if is_partial_bundle(bundle_dir):
+        raise BundleError(
+            f"{bundle_dir} is the directory of an unfinished export (still running, or killed): "
+            "load the bundle it is renamed to when done, or run kerasport export again"
+        )
+    return load_partial(bundle_dir, backend, threads)
+
+
+def load_partial(bundle_dir: str | Path, backend: str = AUTO, threads: int = 1) -> Classifier:
+    """`load` without the unfinished-export refusal: only for export's own check of the
+    bundle it is writing, before renaming it into place."""
     threads = positive_int(threads, "threads")
     bundle = Path(bundle_dir)
     manifest = read_manifest(bundle)
