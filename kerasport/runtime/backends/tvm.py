@@ -31,11 +31,11 @@ import numpy as np
 from kerasport.cpu import host_cpu_features, missing_features
 from kerasport.errors import BackendUnavailableError, BundleError
 from kerasport.manifest import Artifact, Manifest, artifacts_of, checked_bytes
+from kerasport.runtime.backends.tvm_plan import BLOCK_ROWS, KernelPlan, parse_plan
 
 INSTALL_HINT = "pip install 'kerasport[tvm]'"
 ALIGN_BYTES = 64
 MAX_CHUNK_ROWS = 1024  # large inputs run in chunks of this many rows: bounded memory
-BLOCK_ROWS = 8
 _RUNTIME_LOCK = threading.Lock()
 _RUNTIME: ctypes.CDLL | None = None
 _LOADS = 0
@@ -150,36 +150,43 @@ class TvmRunner:
     kernel for multiples of 8 rows (leftover rows go to a static kernel)."""
 
     def __init__(
-        self,
-        module: Any,
-        weights: list[np.ndarray],
-        details: dict[str, Any],
-        num_features: int,
+        self, module: Any, weights: list[np.ndarray], plan: KernelPlan, num_features: int,
         num_classes: int,
     ) -> None:
         import tvm_ffi
 
-        functions = details["functions"]
         self._module = module  # keeps the library loaded while the runner lives
         try:
             self._static: dict[int, Callable[..., Any]] = {
-                int(rows): module[name] for rows, name in functions["static"].items()
+                rows: module[name] for rows, name in plan.static.items()
             }
-            self._blocked: Callable[..., Any] = module[functions["blocked"]]
-        except (AttributeError, KeyError, RuntimeError) as exc:
+            self._blocked: Callable[..., Any] = module[plan.blocked]
+        except Exception as exc:  # tvm_ffi raises its own error types from C++
             message = f"the TVM library lacks a kernel named in its manifest: {exc}"
             raise BundleError(message) from exc
-        if sorted(self._static) != list(range(1, BLOCK_ROWS + 1)):
-            raise BundleError("the TVM library must have static kernels for 1..8 rows")
         self._weights = weights  # the tensors below view these arrays
         self._weight_tensors = [tvm_ffi.from_dlpack(w) for w in weights]
-        layers = details["layers"]
-        self._hidden = [int(layer["padded_out"]) for layer in layers[:-1]]
-        self._padded_out = int(layers[-1]["padded_out"])
+        self._hidden = list(plan.hidden)
+        self._padded_out = plan.padded_out
         self.num_features = num_features
         self.num_classes = num_classes
         self.artifact = ""  # the manifest key, set by open_artifact
         self._local = threading.local()
+        self._try_every_kernel()
+
+    def _try_every_kernel(self) -> None:
+        """Call each kernel once on zeros: a kernel compiled for other shapes than the
+        manifest describes fails TVM's own argument checks here, not in a caller's run."""
+        for rows, kernel in (*self._static.items(), (BLOCK_ROWS, self._blocked)):
+            slot = _Slot(rows, self.num_features, self._hidden, self._padded_out)
+            slot.inputs[:] = 0
+            extra = (1,) if kernel is self._blocked else ()
+            try:
+                self._call(kernel, slot.tensors, *extra)
+            except Exception as exc:  # tvm_ffi raises its own error types from C++
+                raise BundleError(
+                    f"the TVM library does not run with the shapes its manifest describes: {exc}"
+                ) from exc
 
     def _slot(self, rows: int) -> _Slot:
         """This thread's buffers for `rows` rows (1..8, or MAX_CHUNK_ROWS for big chunks)."""
@@ -235,44 +242,16 @@ class TvmRunner:
         return result
 
 
-def _weights_from_bytes(weights_bytes: bytes, details: dict[str, Any]) -> list[np.ndarray]:
+def _weights_from_bytes(weights_bytes: bytes, plan: KernelPlan) -> list[np.ndarray]:
     """Aligned float32 arrays (w0, b0, w1, b1, ...) copied out of the weights file."""
     total = len(weights_bytes) // 4
     if len(weights_bytes) % 4:
         raise BundleError("the TVM weights file is not a whole number of float32 values")
+    if any(spec.offset + spec.size > total for spec in plan.arrays):
+        raise BundleError("the TVM weights file does not match its description")
     flat = aligned_empty((total,))
     flat[:] = np.frombuffer(weights_bytes, dtype="<f4")
-    arrays: list[np.ndarray] = []
-    for entry in details["arrays"]:
-        offset = int(entry["offset"])
-        shape = tuple(int(s) for s in entry["shape"])
-        size = int(np.prod(shape, dtype=np.int64))
-        if offset < 0 or offset % 16 or offset + size > total:
-            raise BundleError("the TVM weights file does not match its description")
-        arrays.append(flat[offset : offset + size].reshape(shape))
-    return arrays
-
-
-def _check_details(details: dict[str, Any], num_features: int, num_classes: int) -> None:
-    """Refuse a description that does not fit the model or this CPU, before loading code."""
-    if details.get("route") != "dense-chain":
-        raise BundleError(f"unsupported TVM route {details.get('route')!r}")
-    missing = missing_features(details.get("cpu_features", []), host_cpu_features())
-    if missing:
-        raise BackendUnavailableError(
-            f"the TVM library for {details.get('target')!r} needs CPU features this machine "
-            f"lacks: {', '.join(missing)}"
-        )
-    layers = details.get("layers") or []
-    if (
-        not layers
-        or int(details.get("num_features", -1)) != num_features
-        or int(details.get("num_classes", -1)) != num_classes
-        or int(layers[0]["in"]) != num_features
-        or int(layers[-1]["out"]) != num_classes
-        or len(details.get("arrays", [])) != 2 * len(layers)
-    ):
-        raise BundleError("the TVM library's description does not match the model's shape")
+    return [flat[spec.offset : spec.offset + spec.size].reshape(spec.shape) for spec in plan.arrays]
 
 
 def open_tvm_library(
@@ -282,20 +261,22 @@ def open_tvm_library(
     num_features: int,
     num_classes: int,
 ) -> TvmRunner:
-    """Load a dense-chain library from hash-checked bytes and return its runner."""
-    try:
-        _check_details(details, num_features, num_classes)
-        weights = _weights_from_bytes(weights_bytes, details)
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, BundleError):
-            raise
-        raise BundleError(f"malformed TVM library description: {exc}") from exc
+    """Load a dense-chain library from hash-checked bytes and return its runner; the CPU
+    features and the description are checked before any of its code is loaded."""
+    plan = parse_plan(details, num_features, num_classes)
+    missing = missing_features(list(plan.cpu_features), host_cpu_features())
+    if missing:
+        raise BackendUnavailableError(
+            f"the TVM library for {plan.target!r} needs CPU features this machine "
+            f"lacks: {', '.join(missing)}"
+        )
+    weights = _weights_from_bytes(weights_bytes, plan)
     load_tvm_runtime()
     try:
         module = _load_module_from_bytes(library_bytes)
     except Exception as exc:  # tvm_ffi raises its own error types from C++
         raise BundleError(f"cannot load the TVM library: {exc}") from exc
-    return TvmRunner(module, weights, details, num_features, num_classes)
+    return TvmRunner(module, weights, plan, num_features, num_classes)
 
 
 def rank(artifact: Artifact) -> int:

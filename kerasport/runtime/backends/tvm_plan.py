@@ -1,0 +1,125 @@
+"""A TVM dense-chain library's description (its manifest `details`), parsed and checked.
+
+Bundles are copied between machines, and loading a library runs its code, so nothing in the
+description is used unchecked: a kernel name that is not a string, a width that does not fit
+the model, an array that overruns the weights file. Every field the runner uses is parsed
+here into a `KernelPlan`, with a BundleError naming the field, before any code is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kerasport.errors import BundleError
+from kerasport.manifest import MAX_DIMENSION
+
+BLOCK_ROWS = 8
+ROUTE = "dense-chain"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One weight or bias array: its offset (in float32 values) and shape in the weights file."""
+
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        size = 1
+        for extent in self.shape:
+            size *= extent
+        return size
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """What the runner needs: kernel names, buffer widths and where each array lies."""
+
+    target: str
+    cpu_features: tuple[str, ...]
+    static: dict[int, str]  # rows 1..BLOCK_ROWS -> kernel name
+    blocked: str  # the kernel for any multiple of BLOCK_ROWS rows
+    hidden: tuple[int, ...]  # padded widths of the hidden layers' outputs
+    padded_out: int  # padded width of the output layer
+    arrays: tuple[ArraySpec, ...]  # w0, b0, w1, b1, ...
+
+
+def _fail(field: str, problem: str) -> BundleError:
+    return BundleError(f"malformed TVM library description: {field} {problem}")
+
+
+def _get(data: Any, key: str, kind: type, where: str) -> Any:
+    field = f"{where}.{key}" if where else key
+    if not isinstance(data, dict) or key not in data:
+        raise _fail(field, "is missing")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _fail(field, f"must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _width(data: Any, key: str, where: str) -> int:
+    value: int = _get(data, key, int, where)
+    if not 1 <= value <= MAX_DIMENSION:
+        raise _fail(f"{where}.{key}", f"must be 1-{MAX_DIMENSION}, got {value}")
+    return value
+
+
+def _kernels(details: dict[str, Any]) -> tuple[dict[int, str], str]:
+    functions = _get(details, "functions", dict, "")
+    static = _get(functions, "static", dict, "functions")
+    if sorted(static) != [str(rows) for rows in range(1, BLOCK_ROWS + 1)]:
+        raise _fail("functions.static", f"must name kernels for 1..{BLOCK_ROWS} rows")
+    names = {int(rows): _get(static, rows, str, "functions.static") for rows in static}
+    return names, _get(functions, "blocked", str, "functions")
+
+
+def _array(entry: Any, where: str) -> ArraySpec:
+    offset: int = _get(entry, "offset", int, where)
+    shape = _get(entry, "shape", list, where)
+    if offset < 0 or offset % 16:
+        raise _fail(f"{where}.offset", f"must be a non-negative multiple of 16, got {offset}")
+    if not 1 <= len(shape) <= 3 or not all(
+        isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_DIMENSION for n in shape
+    ):
+        raise _fail(f"{where}.shape", f"must be 1-3 extents of 1-{MAX_DIMENSION}, got {shape}")
+    return ArraySpec(offset, tuple(shape))
+
+
+def parse_plan(details: dict[str, Any], num_features: int, num_classes: int) -> KernelPlan:
+    """The checked plan of a library serving a model of `num_features` -> `num_classes`."""
+    if details.get("route") != ROUTE:
+        raise BundleError(f"unsupported TVM route {details.get('route')!r}")
+    cpu_features = _get(details, "cpu_features", list, "")
+    if not all(isinstance(flag, str) for flag in cpu_features):
+        raise _fail("cpu_features", "must be a list of strings")
+    static, blocked = _kernels(details)
+    layers = _get(details, "layers", list, "")
+    if not layers:
+        raise _fail("layers", "is empty")
+    ins = [_width(layer, "in", f"layers[{i}]") for i, layer in enumerate(layers)]
+    outs = [_width(layer, "out", f"layers[{i}]") for i, layer in enumerate(layers)]
+    padded = [_width(layer, "padded_out", f"layers[{i}]") for i, layer in enumerate(layers)]
+    if (_get(details, "num_features", int, ""), _get(details, "num_classes", int, "")) != (
+        num_features, num_classes
+    ) or ins[0] != num_features or outs[-1] != num_classes:
+        raise BundleError("the TVM library's description does not match the model's shape")
+    if any(p < o for p, o in zip(padded, outs, strict=True)):
+        raise _fail("layers", "pad a layer's output narrower than the layer")
+    entries = _get(details, "arrays", list, "")
+    if len(entries) != 2 * len(layers):
+        raise _fail("arrays", f"must list a weight and a bias per layer ({2 * len(layers)})")
+    arrays = tuple(_array(entry, f"arrays[{i}]") for i, entry in enumerate(entries))
+    if any(arrays[2 * i + 1].shape != (width,) for i, width in enumerate(padded)):
+        raise _fail("arrays", "give a bias a length other than its layer's padded width")
+    return KernelPlan(
+        target=str(details.get("target", "")),
+        cpu_features=tuple(cpu_features),
+        static=static,
+        blocked=blocked,
+        hidden=tuple(padded[:-1]),
+        padded_out=padded[-1],
+        arrays=arrays,
+    )
