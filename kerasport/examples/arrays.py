@@ -1,7 +1,13 @@
 """NumPy formats: `.npy` (one features table) and `.npz` (features plus labels and names).
 
 Pickled object arrays are refused (allow_pickle=False): an examples file is data, and
-loading it must never run code.
+loading it must never run code. A file's first bytes are checked before NumPy sees it:
+`np.load` picks its reader from the content, so random bytes would otherwise be reported
+as "pickled data" and a `.npz` named `.npy` read as an archive.
+
+An archive's features are its `features` array, or `arr_0` when that is its only array
+(what `np.savez(path, table)` writes); any other name is refused with the names found,
+so an unrelated array is never verified as if it were the examples.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import numpy as np
 from kerasport.examples.model import Examples, ExamplesError, as_int64_features
 
 FEATURES_KEY = "features"
+UNNAMED_KEY = "arr_0"  # np.savez's name for its first positional array
 LABELS_KEY = "labels"
 NAMES_KEY = "feature_names"
 POSITIONS_KEY = "positions"
@@ -23,15 +30,31 @@ POSITIONS_KEY = "positions"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npy_magic(path: Path) -> None:
+    """Refuse an empty file or one that is not a `.npy` array, naming what it is instead."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise ExamplesError(f"{path}: unreadable .npy file ({exc})") from exc
+    if not head:
+        raise ExamplesError(f"{path}: empty file (0 bytes); expected a .npy array")
+    if head != _NPY_MAGIC:
+        kind = " (it is a zip archive: name it .npz)" if head.startswith(b"PK") else ""
+        raise ExamplesError(f"{path}: not a .npy file: it lacks NumPy's header{kind}")
+
+
 def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    _check_npy_magic(path)
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError) as exc:
         raise ExamplesError(f"{path}: not a numeric .npy array ({exc})") from exc
     except OSError as exc:
         raise ExamplesError(f"{path}: unreadable .npy file ({exc})") from exc
-    if not isinstance(array, np.ndarray):
-        raise ExamplesError(f"{path}: not a .npy array")
     return array
 
 
@@ -52,33 +75,43 @@ def iter_npy(path: Path, rows: int) -> Iterator[np.ndarray]:
 def _load_npz(
     path: Path, extras: tuple[str, ...] = ()
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The features array (`features`, or the only member) and those of `extras` present.
+    """The features array (see the module's docstring) and those of `extras` present.
 
     Only these members are decompressed: an archive may carry other, larger arrays.
     """
     try:
+        if not zipfile.is_zipfile(path):
+            raise ExamplesError(
+                f"{path}: not a .npz archive: not a complete zip file (truncated, or another "
+                "kind of file)"
+            )
         with np.load(path, allow_pickle=False) as npz:
             members = list(npz.files)
-            if FEATURES_KEY in members:
-                key = FEATURES_KEY
-            elif len(members) == 1:
-                key = members[0]
-            else:
-                raise ExamplesError(
-                    f"{path}: no {FEATURES_KEY!r} array; it holds {sorted(members) or 'nothing'}"
-                )
-            features = npz[key]
+            features = npz[_features_key(path, members)]
             return features, {name: npz[name] for name in extras if name in members}
     except ExamplesError:
         raise
-    except ValueError as exc:
+    except (ValueError, EOFError) as exc:
         raise ExamplesError(f"{path}: not a numeric .npz archive ({exc})") from exc
     except (OSError, zipfile.BadZipFile) as exc:
         raise ExamplesError(f"{path}: unreadable .npz file ({exc})") from exc
 
 
+def _features_key(path: Path, members: list[str]) -> str:
+    if FEATURES_KEY in members:
+        return FEATURES_KEY
+    if members == [UNNAMED_KEY]:
+        return UNNAMED_KEY
+    raise ExamplesError(
+        f"{path}: no {FEATURES_KEY!r} array; it holds {sorted(members) or 'no arrays'}. "
+        f"An examples .npz needs the table as {FEATURES_KEY!r} "
+        f"(np.savez(path, {FEATURES_KEY}=table)), or as the archive's only array"
+        f" (np.savez(path, table) names it {UNNAMED_KEY!r})"
+    )
+
+
 def read_npz(path: Path) -> Examples:
-    """Read `features` (or the only array), and `labels`, `feature_names`, `positions`."""
+    """Read `features` (or a lone `arr_0`), and `labels`, `feature_names`, `positions`."""
     raw, arrays = _load_npz(path, (LABELS_KEY, NAMES_KEY, POSITIONS_KEY))
     features = as_int64_features(raw, f"{path}: features")
     names = arrays.get(NAMES_KEY)

@@ -40,10 +40,16 @@ def detect_format(path: str | Path) -> str:
 
 
 def check_readable(path: str | Path) -> Path:
-    """Refuse a missing path or a directory before any reader opens it."""
+    """Refuse a missing path, a directory or a file this user cannot open before any reader
+    does, so each format's reader need not word these the same way again."""
     path = Path(path)
     if not path.exists():
         raise ExamplesError(f"{path}: no such file")
     if not path.is_file():
         raise ExamplesError(f"{path}: not a file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ExamplesError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     return path

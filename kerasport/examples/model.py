@@ -72,12 +72,16 @@ def as_int64_array(array: Any, what: str) -> np.ndarray:
     """Convert to int64, refusing anything that would change a value on the way.
 
     Floats are accepted only when every value is finite and whole (np.savetxt and pandas
-    write integer tables as floats); text, objects and out-of-range unsigned values are not.
+    write integer tables as floats); text, objects, complex numbers, booleans (a mask saved
+    in place of the table, more likely than a table of flags) and out-of-range unsigned
+    values are not.
     """
     array = np.asarray(array)
     kind = array.dtype.kind
-    if kind in "bi":
+    if kind == "i":
         return array.astype(np.int64, copy=False)
+    if kind == "b":
+        raise ExamplesError(f"{what}: boolean values (dtype bool); expected integers")
     if kind == "u":
         if array.size and array.max() > np.iinfo(np.int64).max:
             raise ExamplesError(f"{what}: value {array.max()} does not fit in int64")
