@@ -5,6 +5,10 @@ does so with KERAS_BACKEND=jax. Keras fixes its backend at import, so a referenc
 backend other than the one this process already runs (or would run) is started in a child
 process (`_worker.py`) and fed chunks over a pipe. Either way the reference computes in the
 background (a thread, or the child) while the caller runs the candidate on the same chunk.
+
+A child is never waited on forever: each exchange with it (starting, sending a chunk,
+receiving its answer) has a deadline, past which the child is killed and the failure
+reported; a child that dies is reported with its signal or exit status and its stderr.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
@@ -29,6 +37,26 @@ from kerasport.verify._wire import read_frame, write_frame
 REFERENCE_BACKENDS = ("tensorflow", "jax")
 PROCESS_MODES = ("auto", "in-process", "subprocess")
 REFERENCE_BATCH_SIZE = 128  # keras_predict's, and DeepVariant's default
+# Seconds a child may take to start or to answer one chunk: generous (a 65,536-row chunk of
+# the 70-750-750-3 model takes about a second), since a false timeout would end a long run.
+DEFAULT_REFERENCE_TIMEOUT = 600.0
+_REFERENCE_TIMEOUT: ContextVar[float] = ContextVar(
+    "kerasport_reference_timeout", default=DEFAULT_REFERENCE_TIMEOUT
+)
+
+
+@contextlib.contextmanager
+def reference_timeout(seconds: float) -> Iterator[None]:
+    """Within this block, references opened without an explicit timeout use `seconds`.
+
+    `verify_bundle` opens its reference itself; this lets `kerasport verify
+    --reference-timeout` reach it without a parameter on every function in between.
+    """
+    token = _REFERENCE_TIMEOUT.set(seconds)
+    try:
+        yield
+    finally:
+        _REFERENCE_TIMEOUT.reset(token)
 
 
 class ReferenceModelError(KerasportError):
@@ -101,11 +129,14 @@ class _SubprocessPending:
 
 
 class SubprocessReference:
-    """Keras in a child process with KERAS_BACKEND set before it imports Keras."""
+    """Keras in a child process with KERAS_BACKEND set before it imports Keras.
+
+    `timeout` bounds each exchange with the child; past it the child is killed.
+    """
 
     process = "subprocess"
 
-    def __init__(self, model_path: Path, backend: str) -> None:
+    def __init__(self, model_path: Path, backend: str, timeout: float) -> None:
         env = dict(os.environ, KERAS_BACKEND=backend)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         package_root = str(Path(kerasport.__file__).resolve().parents[1])
@@ -121,38 +152,73 @@ class SubprocessReference:
         )
         self.backend = backend
         self.seconds = 0.0
-        hello = self._read("starting")
-        self.num_features = int(hello["num_features"])
-        self.num_classes = int(hello["num_classes"])
-        self.keras_version = str(hello["keras_version"])
-        if hello["backend"] != backend:
+        self._timeout = timeout
+        self._timed_out = False
+        try:  # the child must not outlive a failed start, whatever the failure
+            hello = self._read("starting")
+            self.num_features = int(hello["num_features"])
+            self.num_classes = int(hello["num_classes"])
+            self.keras_version = str(hello["keras_version"])
+            if hello["backend"] != backend:
+                raise ReferenceModelError(f"the reference child ran Keras on {hello['backend']}")
+        except BaseException:
             self.close()
-            raise ReferenceModelError(f"the reference child ran Keras on {hello['backend']}")
+            raise
 
     def _stderr_tail(self) -> str:
         self._stderr.seek(0)
         lines = self._stderr.read().decode(errors="replace").strip().splitlines()
         return "\n".join(lines[-15:])
 
+    @contextlib.contextmanager
+    def _deadline(self) -> Iterator[None]:
+        """Kill the child if the block outlasts the timeout: the pipe then ends (EOF or a
+        broken pipe), so a read or write blocked on a hung child returns."""
+        timer = threading.Timer(self._timeout, self._expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _expire(self) -> None:
+        self._timed_out = True
+        self._proc.kill()
+
     def _read(self, doing: str) -> dict[str, Any]:
         assert self._proc.stdout is not None
-        frame = read_frame(self._proc.stdout)
+        with self._deadline():
+            frame = read_frame(self._proc.stdout)
         if frame is None or "error" in frame[0]:
-            message = frame[0]["error"] if frame else "it exited unexpectedly"
-            self._stop()
-            tail = self._stderr_tail()
-            self.close()
-            raise ReferenceModelError(
-                f"the {self.backend} reference failed while {doing}: {message}"
-                + (f"\n--- its stderr ---\n{tail}" if tail else "")
-            )
+            self._fail(doing, frame[0]["error"] if frame else None)
         return frame[0] | {"_array": frame[1]}
+
+    def _fail(self, doing: str, error: str | None) -> NoReturn:
+        """Stop the child and raise a ReferenceModelError saying why it failed."""
+        self._stop()
+        if self._timed_out:
+            message = (
+                f"it gave no answer within {self._timeout:g} s and was killed "
+                "(--reference-timeout)"
+            )
+        elif error is not None:
+            message = error
+        else:
+            message = f"it exited unexpectedly ({_exit_status(self._proc.returncode)})"
+        tail = self._stderr_tail()
+        self.close()
+        raise ReferenceModelError(
+            f"the {self.backend} reference failed while {doing}: {message}"
+            + (f"\n--- its stderr ---\n{tail}" if tail else "")
+        )
 
     def submit(self, examples: np.ndarray) -> _SubprocessPending:
         assert self._proc.stdin is not None
         try:
-            write_frame(self._proc.stdin, {}, np.ascontiguousarray(examples, dtype=np.int64))
-        except BrokenPipeError:
+            with self._deadline():
+                write_frame(self._proc.stdin, {}, np.ascontiguousarray(examples, dtype=np.int64))
+        except BrokenPipeError:  # the child died, or was killed past its deadline
             self._read("predicting")  # raises with the child's error
         return _SubprocessPending(self)
 
@@ -169,16 +235,25 @@ class SubprocessReference:
     def _stop(self) -> None:
         """End the child: closing stdin asks it to finish; closing stdout first means a
         child still writing an unread answer (after an error here) fails instead of
-        blocking."""
+        blocking. One that has not exited within the grace period is killed."""
         for stream in (self._proc.stdin, self._proc.stdout):
             if stream is not None and not stream.closed:
                 with contextlib.suppress(OSError):  # a dead child leaves a broken pipe
                     stream.close()
         try:
-            self._proc.wait(timeout=30)
+            self._proc.wait(timeout=_EXIT_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+_EXIT_GRACE_SECONDS = 30
+
+
+def _exit_status(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit status {returncode}"
 
 
 def _in_process_possible(backend: str) -> bool:
@@ -189,9 +264,17 @@ def _in_process_possible(backend: str) -> bool:
 
 
 def open_reference(
-    model_path: str | Path, backend: str = "tensorflow", process: str = "auto"
+    model_path: str | Path,
+    backend: str = "tensorflow",
+    process: str = "auto",
+    timeout: float | None = None,
 ) -> Reference:
-    """Start the reference model; `process` is auto, in-process or subprocess."""
+    """Start the reference model; `process` is auto, in-process or subprocess.
+
+    `timeout` (seconds; default: `reference_timeout`'s, else DEFAULT_REFERENCE_TIMEOUT)
+    bounds each exchange with a child process. An in-process reference has none: its
+    thread cannot be stopped, and it waits on no other process.
+    """
     if backend not in REFERENCE_BACKENDS:
         raise ReferenceModelError(
             f"unknown reference backend {backend!r}; choose from {', '.join(REFERENCE_BACKENDS)}"
@@ -208,11 +291,14 @@ def open_reference(
                 else ""
             )
         )
-    path = Path(model_path)
-    if not path.is_file():
-        raise ReferenceModelError(f"Keras model file not found: {path}")
+    from kerasport.export.keras_model import check_model_file
+
+    path = check_model_file(model_path)  # before a child starts only to fail on it
     if process == "auto":
         process = "in-process" if _in_process_possible(backend) else "subprocess"
     if process == "in-process":
         return InProcessReference(path, backend)
-    return SubprocessReference(path, backend)
+    seconds = _REFERENCE_TIMEOUT.get() if timeout is None else timeout
+    if not seconds > 0:
+        raise ReferenceModelError(f"the reference timeout must be positive; got {seconds!r}")
+    return SubprocessReference(path, backend, seconds)
