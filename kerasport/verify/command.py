@@ -17,7 +17,7 @@ from kerasport.cliargs import nonnegative_int, positive_int
 from kerasport.errors import KerasportError
 from kerasport.runtime import BACKENDS
 from kerasport.verify.core import DEFAULT_CHUNK_ROWS, progress_available, verify_bundle
-from kerasport.verify.merge import load_report, merge_reports
+from kerasport.verify.merge import check_reports_current, load_report, merge_reports
 from kerasport.verify.reference import PROCESS_MODES, REFERENCE_BACKENDS
 from kerasport.verify.report import render_table, write_html, write_json
 from kerasport.verify.result import EXIT_USAGE, Report
@@ -30,7 +30,7 @@ rows, |dp|, ULP distances, GQ differences, invalid probabilities, and batch-size
 invariance. Exit 0 = pass, 1 = fail, 2 = usage or input error.
 
   kerasport verify model.keras bundle/ --examples chr20.npy --json r.json --html r.html
-  kerasport verify --merge a.json b.json --json total.json
+  kerasport verify --merge a.json b.json --json total.json [--check-inputs]
 """
 
 
@@ -66,6 +66,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         nargs="+",
         metavar="REPORT",
         help="instead of verifying, merge these JSON reports (same model and bundle)",
+    )
+    parser.add_argument(
+        "--check-inputs",
+        action="store_true",
+        help="with --merge: refuse (exit 2) a report whose examples files, model or bundle "
+        "are no longer the ones it verified (sha256 of the files at its recorded paths)",
+    )
+    parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="examples with no rows give a 0-row report instead of an error (a cohort "
+        "shard, e.g. a region without candidates)",
     )
     which = parser.add_argument_group("what to compare")
     which.add_argument(
@@ -209,9 +221,13 @@ def _build(args: argparse.Namespace) -> Report | str:
             return "--merge takes only reports: drop MODEL, BUNDLE and --examples"
         overrides = {k: getattr(args, k) for k in ("max_ulp", "max_batch_ulp") if k in args}
         reports = [load_report(path) for path in args.merge]
+        if args.check_inputs:
+            check_reports_current(reports, args.merge)
         return merge_reports(reports, list(args.merge), **overrides)
     if not (args.model and args.bundle and args.examples):
         return "give MODEL BUNDLE --examples FILE [FILE ...], or --merge REPORT [REPORT ...]"
+    if args.check_inputs:
+        return "--check-inputs checks the reports of --merge; a verify hashes its inputs itself"
     if args.progress is None:  # auto: a bar on a terminal, when tqdm is there to draw it
         progress = sys.stderr.isatty() and progress_available()
     else:
@@ -228,6 +244,7 @@ def _build(args: argparse.Namespace) -> Report | str:
         threads=args.threads,
         progress=progress,
         allow_source_mismatch=args.allow_source_mismatch,
+        allow_empty=args.allow_empty,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from kerasport.errors import BundleError, InputError
+from kerasport.examples.formats import check_readable, detect_format
 from kerasport.manifest import Manifest, read_manifest, sha256_file
 from kerasport.verify.compare import Comparison
 from kerasport.verify.inputs import count_rows, is_snp_flags, iter_chunks
@@ -132,11 +133,14 @@ def verify_bundle(
     threads: int = 1,
     progress: bool = False,
     allow_source_mismatch: bool = False,
+    allow_empty: bool = False,
 ) -> Report:
     """Compare a bundle's backends with the Keras model it came from, over example files.
 
     Raises a KerasportError (BundleError, InputError, ...) for unusable inputs; a failed
-    comparison is not an exception but a Report whose `passed` is False.
+    comparison is not an exception but a Report whose `passed` is False. Examples with no
+    rows at all are an error unless `allow_empty` (a cohort shard, such as a region with no
+    candidates, whose 0-row report merges as nothing).
     """
     from kerasport import runtime
 
@@ -159,6 +163,7 @@ def verify_bundle(
     if not model.is_file():
         raise InputError(f"Keras model file not found: {model}")
     model_sha = sha256_file(model)
+    digests = input_digests(files)
 
     warnings: list[str] = []
     reference = open_reference(model, reference_backend, reference_process)
@@ -182,7 +187,7 @@ def verify_bundle(
         )
     finally:
         reference.close()
-    if not sum(inputs.values()):
+    if not sum(inputs.values()) and not allow_empty:
         raise InputError(f"no rows to verify in {', '.join(files)}")
     if sample.rows:
         examples, flags = np.concatenate(sample.features), np.concatenate(sample.is_snp)
@@ -208,10 +213,23 @@ def verify_bundle(
             reference.process,
             reference.seconds,
         ),
-        inputs=[InputInfo(path, rows) for path, rows in inputs.items()],
+        inputs=[InputInfo(path, rows, digests[path]) for path, rows in inputs.items()],
         backends=results,
         warnings=warnings,
     )
+
+
+def input_digests(files: Sequence[str]) -> dict[str, str]:
+    """sha256 of each examples file, taken before it is read, for the report's `inputs`.
+
+    A missing file or an unknown format is refused here, with the readers' own message,
+    before hours of verifying the files given before it.
+    """
+    digests = {}
+    for path in files:
+        detect_format(path)
+        digests[path] = sha256_file(check_readable(path))
+    return digests
 
 
 class _Sample:

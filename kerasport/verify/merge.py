@@ -4,6 +4,11 @@ Counts are summed, maxima kept, histograms added, row lists concatenated (to the
 limit) and worst rows re-ranked; every derived number (fractions, means, percentiles) and
 the verdict are then recomputed by the same code a single pass uses. So merging the reports
 of disjoint inputs gives the report of their union, and is judged by the same rules.
+
+`check_reports_current` guards a merge against stale parts: every report records the sha256
+of its examples files, model and bundle artifacts, and a report whose files have changed
+since is refused rather than merged (a workflow that reruns only changed shards relies on
+file times, which a copy that keeps them can fool).
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kerasport.errors import InputError
+from kerasport.errors import InputError, KerasportError
+from kerasport.manifest import Manifest, read_manifest, sha256_file
 from kerasport.verify.compare import Comparison
 from kerasport.verify.invariance import Invariance
 from kerasport.verify.report import read_json
@@ -32,6 +38,80 @@ def load_report(path: str | Path) -> Report:
     except (KeyError, TypeError, ValueError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InputError(f"{path}: not a usable kerasport verify report: {detail}") from exc
+
+
+class _CurrentFiles:
+    """sha256 of files and manifests of bundles as they are now, each read once."""
+
+    def __init__(self) -> None:
+        self._digests: dict[str, str | None] = {}
+        self._manifests: dict[str, Manifest] = {}
+
+    def sha256(self, path: str) -> str | None:
+        """The file's sha256, None when no such file."""
+        if path not in self._digests:
+            file = Path(path)
+            self._digests[path] = sha256_file(file) if file.is_file() else None
+        return self._digests[path]
+
+    def manifest(self, bundle: str) -> Manifest:
+        if bundle not in self._manifests:
+            self._manifests[bundle] = read_manifest(Path(bundle))
+        return self._manifests[bundle]
+
+
+def _changed(what: str, path: str, now: str | None, then: str) -> str:
+    found = "no longer exists" if now is None else f"now has sha256 {now[:12]}"
+    return f"{what} {path} {found}, but the report verified sha256 {then[:12]}"
+
+
+def _staleness(report: Report, files: _CurrentFiles) -> str | None:
+    """What no longer matches the files `report` verified, or None when all still do."""
+    for item in report.inputs:
+        if item.sha256 is None:
+            return (
+                f"input {item.input} has no recorded sha256 (the report predates input "
+                "hashes)"
+            )
+        now = files.sha256(item.input)
+        if now != item.sha256:
+            return _changed("examples file", item.input, now, item.sha256)
+    model = report.model
+    now = files.sha256(model.path)
+    if now != model.sha256:
+        return _changed("model", model.path, now, model.sha256)
+    bundle = report.bundle
+    try:
+        manifest = files.manifest(bundle.path)
+    except KerasportError as exc:
+        return f"bundle {bundle.path} is no longer readable: {exc}"
+    if manifest.source_sha256 != bundle.source_sha256:
+        return (
+            f"bundle {bundle.path} is now exported from sha256 {manifest.source_sha256[:12]}, "
+            f"but the report verified one exported from {bundle.source_sha256[:12]}"
+        )
+    artifacts = {artifact.sha256 for artifact in manifest.artifacts.values()}
+    for name, result in report.backends.items():
+        if result.artifact_sha256 not in artifacts:
+            return (
+                f"bundle {bundle.path} no longer has the {name} artifact the report verified "
+                f"(sha256 {result.artifact_sha256[:12]})"
+            )
+    return None
+
+
+def check_reports_current(reports: Sequence[Report], labels: Sequence[str]) -> None:
+    """Refuse any report whose examples, model or bundle changed since it was written.
+
+    Files are compared by sha256 at the paths each report recorded (a relative path from
+    the current directory); a file several reports share is read once. Raises InputError
+    naming the report and the file.
+    """
+    files = _CurrentFiles()
+    for report, label in zip(reports, labels, strict=True):
+        problem = _staleness(report, files)
+        if problem:
+            raise InputError(f"{label}: stale report: {problem}; verify it again")
 
 
 def _one_value(reports: Sequence[Report], labels: Sequence[str], what: str, get: Any) -> Any:

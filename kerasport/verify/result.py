@@ -60,10 +60,20 @@ class ReferenceInfo:
 
 @dataclass(frozen=True)
 class InputInfo:
-    """One examples file and how many rows it gave."""
+    """One examples file, how many rows it gave, and the sha256 of its bytes.
+
+    The sha256 lets a later merge refuse a report whose file has since changed (`--merge
+    --check-inputs`). It is None only in reports written before it was recorded.
+    """
 
     input: str
     rows: int
+    sha256: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputInfo:
+        sha256 = data.get("sha256")
+        return cls(str(data["input"]), int(data["rows"]), None if sha256 is None else str(sha256))
 
 
 @dataclass
@@ -213,7 +223,7 @@ class Report:
             model=ModelInfo(**data["model"]),
             bundle=BundleInfo(**data["bundle"]),
             reference=ReferenceInfo(**data["reference"]),
-            inputs=[InputInfo(**item) for item in data["inputs"]],
+            inputs=[InputInfo.from_json(item) for item in data["inputs"]],
             backends=backends,
             warnings=list(data["warnings"]),
             merged_from=list(data["merged_from"]),

@@ -92,6 +92,19 @@ INVARIANCE = _object(
     }
 )
 
+# `sha256` came after version 1's first reports: absent in those, null in a merged report
+# for an input whose own report lacked it, so it is not required.
+INPUT = {
+    "type": "object",
+    "required": ["input", "rows"],
+    "properties": {
+        "input": _STR,
+        "rows": _INT,
+        "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+    },
+    "additionalProperties": True,
+}
+
 VERDICT = _object({"passed": _BOOL, "reasons": {"type": "array", "items": _STR}})
 
 BACKEND = _object(
@@ -179,7 +192,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "seconds": _NONNEG,
                 }
             ),
-            "inputs": {"type": "array", "items": _object({"input": _STR, "rows": _INT})},
+            "inputs": {"type": "array", "items": INPUT},
             "rows": _INT,
             "settings": SETTINGS,
             "backends": {"type": "object", "additionalProperties": BACKEND, "minProperties": 1},
