@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from kerasport.export import command as export_command
     from kerasport.featurize import command as featurize_command
     from kerasport.verify import command as verify_command
+    from kerasport.workflow import command as workflow_command
 
     parser = argparse.ArgumentParser(
         prog="kerasport",
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose", action="store_true", help="show TensorFlow's own log lines too"
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for stage in (featurize_command, export_command, verify_command, bench_command, demo):
+    for stage in (
+        featurize_command, export_command, verify_command, workflow_command, bench_command, demo
+    ):
         stage.register(subparsers)
     return parser
 

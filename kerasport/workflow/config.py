@@ -1,0 +1,325 @@
+"""The cohort workflow's configuration: the model, the bundle, the shards, the options.
+
+`kerasport workflow verify` builds it from the command line (examples files or globs, or a
+sample sheet of reads and regions) and writes it as `config.json` in the run directory; the
+Snakefile reads it back through `WorkflowConfig.from_json`, so a config written by hand for
+`snakemake` is checked by the same code, and a mistake is named before any job starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kerasport.errors import InputError
+from kerasport.featurize.regions import Region, parse_region
+from kerasport.workflow import layout
+
+SHEET_COLUMNS = ("sample", "reads", "region")
+SHEET_OPTIONAL = ("truth", "confident")
+_SHARD_ID = re.compile(rf"^{layout.SHARD_ID}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class WorkflowConfigError(InputError):
+    """The workflow's inputs or its config.json are unusable; the message says which."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One verify job: an examples file, or reads and a region to featurize first."""
+
+    id: str
+    examples: str | None = None
+    reads: str | None = None
+    region: str | None = None
+    truth: str | None = None
+    confident: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        return {key: value for key, value in vars(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
+class WorkflowConfig:
+    """What the Snakefile runs: one verify per shard (featurized first when from reads),
+    then one merge. `verify_args` / `featurize_args` are passed to every such job."""
+
+    model: str
+    bundle: str
+    shards: tuple[Shard, ...]
+    ref: str | None = None
+    verify_args: tuple[str, ...] = ()
+    featurize_args: tuple[str, ...] = ()
+
+    def shard(self, shard_id: str) -> Shard:
+        for shard in self.shards:
+            if shard.id == shard_id:
+                return shard
+        raise WorkflowConfigError(f"no shard {shard_id!r} in the workflow config")
+
+    def examples_of(self, shard_id: str) -> str:
+        """The examples file the shard's verify reads: given, or featurize's output."""
+        shard = self.shard(shard_id)
+        return shard.examples or layout.EXAMPLES.format(shard=shard_id)
+
+    def featurize_inputs(self, shard_id: str) -> dict[str, str]:
+        """The files a shard's featurize job reads (Snakemake reruns it when one changes)."""
+        shard = self.shard(shard_id)
+        if shard.reads is None or self.ref is None:
+            raise WorkflowConfigError(f"shard {shard_id} has no reads to featurize")
+        files = {"reads": shard.reads, "ref": self.ref}
+        files.update({k: v for k, v in (("truth", shard.truth), ("confident", shard.confident))
+                      if v is not None})
+        return files
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "bundle": self.bundle,
+            "ref": self.ref,
+            "shards": [shard.to_json() for shard in self.shards],
+            "verify_args": list(self.verify_args),
+            "featurize_args": list(self.featurize_args),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> WorkflowConfig:
+        """Check a config (as Snakemake parsed it) and build it; errors name the field."""
+        if not isinstance(data, dict):
+            raise WorkflowConfigError("the workflow config is not a mapping")
+        unknown = sorted(set(data) - {"model", "bundle", "ref", "shards", "verify_args",
+                                      "featurize_args"})
+        if unknown:
+            raise WorkflowConfigError(f"workflow config: unknown key(s) {', '.join(unknown)}")
+        shards = data.get("shards")
+        if not isinstance(shards, list) or not shards:
+            raise WorkflowConfigError("workflow config: 'shards' must be a non-empty list")
+        config = cls(
+            model=_text(data, "model"),
+            bundle=_text(data, "bundle"),
+            shards=tuple(
+                _shard(item, f"workflow config: shards[{i}]") for i, item in enumerate(shards)
+            ),
+            ref=_optional_text(data, "ref"),
+            verify_args=_words(data, "verify_args"),
+            featurize_args=_words(data, "featurize_args"),
+        )
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Shard ids unique and usable as file names; reads shards have a reference."""
+        seen: set[str] = set()
+        for shard in self.shards:
+            if shard.id in seen:
+                raise WorkflowConfigError(f"workflow config: shard id {shard.id!r} repeats")
+            seen.add(shard.id)
+        if self.ref is None and any(shard.reads for shard in self.shards):
+            raise WorkflowConfigError("workflow config: shards with reads need 'ref' (a FASTA)")
+
+
+def _text(data: dict[str, Any], key: str, where: str = "workflow config") -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise WorkflowConfigError(f"{where}: {key!r} must be a non-empty string; got {value!r}")
+    return value
+
+
+def _optional_text(data: dict[str, Any], key: str, where: str = "workflow config") -> str | None:
+    return None if data.get(key) is None else _text(data, key, where)
+
+
+def _words(data: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(word, str) for word in value):
+        raise WorkflowConfigError(f"workflow config: {key!r} must be a list of strings")
+    return tuple(value)
+
+
+def _shard(item: Any, where: str) -> Shard:
+    """A checked Shard from a mapping; `where` names it in errors."""
+    if not isinstance(item, dict):
+        raise WorkflowConfigError(f"{where} is not a mapping")
+    fields = {"id", "examples", "reads", "region", "truth", "confident"}
+    unknown = sorted(set(item) - fields)
+    if unknown:
+        raise WorkflowConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    shard = Shard(
+        _text(item, "id", where),
+        **{key: _optional_text(item, key, where) for key in sorted(fields - {"id"})},
+    )
+    if not _SHARD_ID.match(shard.id):
+        raise WorkflowConfigError(
+            f"{where}: id {shard.id!r} must match {layout.SHARD_ID} (it names files)"
+        )
+    if (shard.examples is None) == (shard.reads is None):
+        raise WorkflowConfigError(f"{where} ({shard.id}): give 'examples' or 'reads', not both")
+    if shard.reads is not None:
+        if shard.region is None:
+            raise WorkflowConfigError(f"{where} ({shard.id}): 'reads' needs a 'region'")
+        _region(shard.region, where)
+    elif shard.region or shard.truth or shard.confident:
+        raise WorkflowConfigError(
+            f"{where} ({shard.id}): region, truth and confident go with 'reads'"
+        )
+    if shard.confident is not None and shard.truth is None:
+        raise WorkflowConfigError(f"{where} ({shard.id}): 'confident' needs 'truth'")
+    return shard
+
+
+def _region(text: str, where: str) -> Region:
+    try:
+        return parse_region(text)
+    except ValueError as exc:
+        raise WorkflowConfigError(f"{where}: {exc}") from exc
+
+
+# -- building a config from the command line ---------------------------------------------
+
+
+def _safe_id(text: str) -> str:
+    """A shard id from a file or sample name: unsafe runs become '_', '/' becomes '--'."""
+    parts = [_UNSAFE.sub("_", part).strip("_") for part in text.split(os.sep)]
+    return "--".join(part for part in parts if part) or "shard"
+
+
+def _existing_file(path: str | Path, what: str) -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise WorkflowConfigError(f"{what} {path}: no such file")
+    return str(file.absolute())
+
+
+def shards_from_examples(patterns: Sequence[str]) -> list[Shard]:
+    """One shard per examples file, in the order given (a glob's matches sorted).
+
+    A shard is named by its file's path below the files' common directory, so files of the
+    same name in per-sample directories stay apart.
+    """
+    from kerasport.examples import detect_format
+
+    files: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [
+            pattern
+        ]
+        if not matches:
+            raise WorkflowConfigError(f"--examples {pattern!r} matches no file")
+        for match in matches:
+            detect_format(match)
+            files.append(_existing_file(match, "examples file"))
+    repeated = sorted({f for f in files if files.count(f) > 1})
+    if repeated:
+        raise WorkflowConfigError(f"examples file(s) given more than once: {', '.join(repeated)}")
+    root = os.path.commonpath([os.path.dirname(f) for f in files])
+    return _unique([Shard(_safe_id(os.path.relpath(f, root)), examples=f) for f in files],
+                   lambda shard: shard.examples or "")
+
+
+def shards_from_sheet(sheet: str | Path) -> list[Shard]:
+    """One shard per line of a tab-separated sample sheet with a header line.
+
+    Columns: sample, reads (BAM, SAM or CRAM), region (CONTIG:START-END); optional truth
+    (VCF) and confident (BED). Relative paths are taken from the sheet's directory; lines
+    starting with '#' and blank lines are skipped.
+    """
+    path = Path(sheet)
+    if not path.is_file():
+        raise WorkflowConfigError(f"sample sheet {sheet}: no such file")
+    lines = [line for line in path.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    rows = list(csv.reader(lines, delimiter="\t"))
+    if not rows:
+        raise WorkflowConfigError(f"sample sheet {sheet} is empty")
+    header = [name.strip() for name in rows[0]]
+    missing = [name for name in SHEET_COLUMNS if name not in header]
+    unknown = [name for name in header if name not in (*SHEET_COLUMNS, *SHEET_OPTIONAL)]
+    if missing or unknown:
+        problems = [f"missing column(s) {', '.join(missing)}"] if missing else []
+        problems += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
+        raise WorkflowConfigError(
+            f"sample sheet {sheet}: {'; '.join(problems)} (its header line names the columns: "
+            f"{', '.join(SHEET_COLUMNS)}, optionally {', '.join(SHEET_OPTIONAL)}; tab-separated)"
+        )
+    shards = []
+    for number, row in enumerate(rows[1:], start=2):
+        where = f"sample sheet {sheet} line {number}"
+        if len(row) != len(header):
+            raise WorkflowConfigError(f"{where}: {len(row)} fields for {len(header)} columns")
+        cells = {name: value.strip() for name, value in zip(header, row, strict=True)}
+        shards.append(_sheet_shard(cells, path.parent, where))
+    if not shards:
+        raise WorkflowConfigError(f"sample sheet {sheet} has a header but no samples")
+    return _unique(shards, lambda shard: f"{shard.reads} {shard.region}")
+
+
+def _sheet_shard(cells: dict[str, str], base: Path, where: str) -> Shard:
+    """The shard of one sample sheet line, named `SAMPLE.CONTIG_START-END`."""
+    for name in SHEET_COLUMNS:
+        if not cells[name]:
+            raise WorkflowConfigError(f"{where}: empty {name}")
+    region = _region(cells["region"], where)
+    item = {"id": _safe_id(f"{cells['sample']}.{region.contig}_{region.start + 1}-{region.end}"),
+            "region": cells["region"]}
+    for name in ("reads", *SHEET_OPTIONAL):
+        if cells.get(name):
+            item[name] = _existing_file(base / cells[name], f"{where}: {name}")
+    return _shard(item, where)
+
+
+def _unique(shards: list[Shard], describe: Any) -> list[Shard]:
+    """Refuse two shards that would share an id (and so a report file)."""
+    by_id: dict[str, Shard] = {}
+    for shard in shards:
+        if shard.id in by_id:
+            raise WorkflowConfigError(
+                f"{describe(by_id[shard.id])} and {describe(shard)} would both be shard "
+                f"{shard.id!r}; rename one"
+            )
+        by_id[shard.id] = shard
+    return shards
+
+
+def build_config(
+    model: str | Path,
+    bundle: str | Path,
+    *,
+    examples: Sequence[str] | None = None,
+    samples: str | Path | None = None,
+    ref: str | Path | None = None,
+    verify_args: tuple[str, ...] = (),
+    featurize_args: tuple[str, ...] = (),
+) -> WorkflowConfig:
+    """The config of a cohort run: examples files (or globs), or a sample sheet of reads
+    with a reference FASTA. Paths become absolute, so jobs find them from any directory
+    of a shared filesystem; the bundle's manifest is read now, so a wrong one fails here."""
+    from kerasport.manifest import read_manifest
+
+    read_manifest(Path(bundle))
+    if examples is not None and samples is None:
+        if ref is not None:
+            raise WorkflowConfigError("--ref goes with --samples; examples need no reference")
+        shards = shards_from_examples(examples)
+    elif samples is not None and examples is None:
+        if ref is None:
+            raise WorkflowConfigError("--samples needs --ref FASTA, the reads' reference")
+        shards = shards_from_sheet(samples)
+    else:
+        raise WorkflowConfigError("give --examples FILE_OR_GLOB ... or --samples SHEET.tsv")
+    config = WorkflowConfig(
+        model=_existing_file(model, "model"),
+        bundle=str(Path(bundle).absolute()),
+        shards=tuple(shards),
+        ref=None if ref is None else _existing_file(ref, "reference"),
+        verify_args=verify_args,
+        featurize_args=featurize_args,
+    )
+    config.check()
+    return config
