@@ -12,6 +12,8 @@ so an unrelated array is never verified as if it were the examples.
 
 from __future__ import annotations
 
+import math
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,24 +33,51 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 _NPY_MAGIC = b"\x93NUMPY"
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
-def _check_npy_magic(path: Path) -> None:
-    """Refuse an empty file or one that is not a `.npy` array, naming what it is instead."""
+def _check_npy(path: Path) -> None:
+    """Refuse, naming which, a `.npy` that is empty, not a `.npy` at all, holds Python
+    objects, or is shorter than its header says, before NumPy's loader sees it (whose
+    messages for these are a traceback, "pickled data" or "mmap length")."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(len(_NPY_MAGIC))
+            if not head:
+                raise ExamplesError(f"{path}: empty file (0 bytes); expected a .npy array")
+            if head != _NPY_MAGIC:
+                kind = " (it is a zip archive: name it .npz)" if head.startswith(b"PK") else ""
+                raise ExamplesError(f"{path}: not a .npy file: it lacks NumPy's header{kind}")
+            handle.seek(0)
+            reader = _HEADER_READERS.get(np.lib.format.read_magic(handle))
+            if reader is None:  # a later format version: NumPy's loader checks it
+                return
+            shape, _, dtype = reader(handle)
+            available = os.fstat(handle.fileno()).st_size - handle.tell()
+    except ExamplesError:
+        raise
+    except (ValueError, EOFError) as exc:
+        raise ExamplesError(f"{path}: not a .npy file: corrupt header ({exc})") from exc
     except OSError as exc:
         raise ExamplesError(f"{path}: unreadable .npy file ({exc})") from exc
-    if not head:
-        raise ExamplesError(f"{path}: empty file (0 bytes); expected a .npy array")
-    if head != _NPY_MAGIC:
-        kind = " (it is a zip archive: name it .npz)" if head.startswith(b"PK") else ""
-        raise ExamplesError(f"{path}: not a .npy file: it lacks NumPy's header{kind}")
+    if dtype.hasobject:
+        raise ExamplesError(
+            f"{path}: holds Python objects (dtype {dtype}), not numbers; examples files are "
+            "data and are never unpickled"
+        )
+    expected = math.prod(shape) * dtype.itemsize
+    if available < expected:
+        raise ExamplesError(
+            f"{path}: truncated: its header describes a {shape} {dtype} table "
+            f"({expected} bytes of data) but the file holds {available}"
+        )
 
 
 def _load_npy(path: Path, mmap: bool) -> np.ndarray:
-    _check_npy_magic(path)
+    _check_npy(path)
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, EOFError) as exc:

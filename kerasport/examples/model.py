@@ -98,7 +98,8 @@ def as_int64_array(array: Any, what: str) -> np.ndarray:
         if array.size and np.abs(array).max() >= 2.0**63:
             raise ExamplesError(f"{what}: value {np.abs(array).max()} does not fit in int64")
         return array.astype(np.int64)
-    raise ExamplesError(f"{what}: non-numeric values (dtype {array.dtype}); expected integers")
+    values = "complex" if kind == "c" else "non-numeric"
+    raise ExamplesError(f"{what}: {values} values (dtype {array.dtype}); expected integers")
 
 
 def as_int64_features(array: Any, what: str) -> np.ndarray:

@@ -15,10 +15,16 @@ from typing import Any
 
 from kerasport.cliargs import nonnegative_int, positive_int
 from kerasport.errors import KerasportError
+from kerasport.export.keras_model import check_model_file
 from kerasport.runtime import BACKENDS
 from kerasport.verify.core import DEFAULT_CHUNK_ROWS, progress_available, verify_bundle
 from kerasport.verify.merge import check_reports_current, load_report, merge_reports
-from kerasport.verify.reference import PROCESS_MODES, REFERENCE_BACKENDS
+from kerasport.verify.reference import (
+    DEFAULT_REFERENCE_TIMEOUT,
+    PROCESS_MODES,
+    REFERENCE_BACKENDS,
+    reference_timeout,
+)
 from kerasport.verify.report import render_table, write_html, write_json
 from kerasport.verify.result import EXIT_USAGE, Report
 from kerasport.verify.settings import Settings
@@ -59,7 +65,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--examples",
         nargs="+",
         metavar="FILE",
-        help="examples files (.npy .npz .csv .tsv .tfrecord[.gz]); streamed in chunks",
+        help="examples files (.npy .npz .csv .tsv .tfrecord[.gz]); streamed in chunks. An "
+        ".npz needs a 'features' array (or a lone 'arr_0', as np.savez(path, table) writes)",
     )
     parser.add_argument(
         "--merge",
@@ -99,6 +106,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         default="auto",
         help="run the reference here or in a child process (auto: a child only when this "
         "process's Keras backend differs; default: %(default)s)",
+    )
+    which.add_argument(
+        "--reference-timeout",
+        type=positive_int,
+        default=int(DEFAULT_REFERENCE_TIMEOUT),
+        metavar="SECONDS",
+        help="a reference child process that takes longer than this to start or to answer "
+        "one chunk is killed, and verify exits 2 (default: %(default)s)",
     )
     which.add_argument(
         "--allow-source-mismatch",
@@ -228,6 +243,7 @@ def _build(args: argparse.Namespace) -> Report | str:
         return "give MODEL BUNDLE --examples FILE [FILE ...], or --merge REPORT [REPORT ...]"
     if args.check_inputs:
         return "--check-inputs checks the reports of --merge; a verify hashes its inputs itself"
+    check_model_file(args.model)  # before the bundle, and naming a directory as one
     if args.progress is None:  # auto: a bar on a terminal, when tqdm is there to draw it
         progress = sys.stderr.isatty() and progress_available()
     else:
@@ -270,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         return _usage(problem)
     try:
-        report = _build(args)
+        with reference_timeout(args.reference_timeout):
+            report = _build(args)
     except (KerasportError, OSError) as exc:
         return _usage(str(exc))
     if isinstance(report, str):
