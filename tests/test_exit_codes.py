@@ -34,7 +34,7 @@ from kerasport.testing import clear_of_decision_edges, synthetic_examples, train
 
 F = 20
 ROWS = 256
-EXPECTED_CASES = 71  # the audit's size: every table below, plus the child-process cases
+EXPECTED_CASES = 74  # the audit's size: every table below, plus the child-process cases
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +218,20 @@ def test_bad_examples_are_exit_2_naming_the_file(
     path = tmp_path / case.file_name
     case.write(path, good_rows(tiny))
     code, _, err = cli(["verify", tiny["model"], tiny["bundle"], "--examples", path], capsys)
+    assert_refused(code, err, path, *case.problem)
+
+
+@pytest.mark.parametrize("name", ["empty.npy", "truncated.npy", "scalar.npy"])
+def test_the_progress_bar_leaves_a_bad_file_to_its_reader(
+    name: str, tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--progress sizes its bar from each .npy's header before the readers run; a file
+    whose header it cannot read must reach the reader's message, not a traceback."""
+    case = next(c for c in EXAMPLES_CASES if c.file_name == name)
+    path = tmp_path / name
+    case.write(path, good_rows(tiny))
+    argv = ["verify", tiny["model"], tiny["bundle"], "--examples", path, "--progress"]
+    code, _, err = cli(argv, capsys)
     assert_refused(code, err, path, *case.problem)
 
 
@@ -587,7 +601,7 @@ def test_a_reference_child_that_refuses_the_model_is_reported(
 def test_the_audit_size(capsys: pytest.CaptureFixture[str]) -> None:
     """The number of hostile inputs above, recorded so that a shrinking table is noticed."""
     cases = (
-        len(EXAMPLES_CASES) + 1  # + the unreadable file (skipped as root)
+        len(EXAMPLES_CASES) + 1 + 3  # + the unreadable file (skipped as root), --progress
         + 2 * len(MODEL_CASES) + len(BUNDLE_CASES)
         + 2 + 1 + len(HEADS) + 1  # output paths, opset, heads, softmax spellings
         + 2 + 2 + 1 + 1  # real processes: exit status, child killed/hung, frozen, refusing

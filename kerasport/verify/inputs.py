@@ -53,7 +53,7 @@ def count_rows(files: Sequence[str | Path]) -> int | None:
             return None
         try:
             total += int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError, IndexError, EOFError):  # EOFError: a 0-byte file
             return None  # the reader will report the problem with its own message
     return total
 
