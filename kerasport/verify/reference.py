@@ -235,11 +235,13 @@ class SubprocessReference:
     def _stop(self) -> None:
         """End the child: closing stdin asks it to finish; closing stdout first means a
         child still writing an unread answer (after an error here) fails instead of
-        blocking. One that has not exited within the grace period is killed."""
-        for stream in (self._proc.stdin, self._proc.stdout):
-            if stream is not None and not stream.closed:
-                with contextlib.suppress(OSError):  # a dead child leaves a broken pipe
-                    stream.close()
+        blocking. One that has not exited within the grace period is killed; closing stdin
+        flushes what an interrupted write left, so it too has a deadline."""
+        with self._deadline():
+            for stream in (self._proc.stdin, self._proc.stdout):
+                if stream is not None and not stream.closed:
+                    with contextlib.suppress(OSError):  # a dead child leaves a broken pipe
+                        stream.close()
         try:
             self._proc.wait(timeout=_EXIT_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
