@@ -313,11 +313,13 @@ def test_a_hand_written_config_is_checked(bundle: Path) -> None:
             "shards": [{"id": "a", "examples": "a.npz"}]}
     assert WorkflowConfig.from_json(good).examples_of("a") == "a.npz"
     cases = [
-        ({"shards": [{"id": "a", "examples": "a.npz"}] * 2}, "shard id 'a' repeats"),
+        ({"shards": [{"id": "a", "examples": "a.npz"}, {"id": "a", "examples": "b.npz"}]},
+         "a.npz and b.npz would both be shard 'a'"),
         ({"shards": [{"id": "a b", "examples": "a.npz"}]}, "id 'a b' must match"),
         ({"shards": [{"id": "a", "reads": "r.bam", "region": "chr1"}]}, "is not CONTIG"),
         ({"shards": [{"id": "a", "reads": "r.bam", "region": "chr1:1-9"}]}, "need 'ref'"),
-        ({"shards": [{"id": "a", "examples": "a.npz", "reads": "r.bam"}]}, "not both"),
+        ({"shards": [{"id": "a", "examples": "a.npz", "reads": "r.bam"}]},
+         "give one of 'examples' and 'reads'"),
         ({"shard": []}, "unknown key(s) shard"),
     ]
     for change, message in cases:

@@ -45,6 +45,9 @@ class Shard:
     def to_json(self) -> dict[str, str]:
         return {key: value for key, value in vars(self).items() if value is not None}
 
+    def describe(self) -> str:
+        return self.examples or f"{self.reads} {self.region}"
+
 
 @dataclass(frozen=True)
 class WorkflowConfig:
@@ -115,12 +118,15 @@ class WorkflowConfig:
         return config
 
     def check(self) -> None:
-        """Shard ids unique and usable as file names; reads shards have a reference."""
-        seen: set[str] = set()
+        """Shard ids unique (each names a report file); shards of reads have a reference."""
+        seen: dict[str, Shard] = {}
         for shard in self.shards:
             if shard.id in seen:
-                raise WorkflowConfigError(f"workflow config: shard id {shard.id!r} repeats")
-            seen.add(shard.id)
+                raise WorkflowConfigError(
+                    f"{seen[shard.id].describe()} and {shard.describe()} would both be shard "
+                    f"{shard.id!r} (shard ids name files); rename one"
+                )
+            seen[shard.id] = shard
         if self.ref is None and any(shard.reads for shard in self.shards):
             raise WorkflowConfigError("workflow config: shards with reads need 'ref' (a FASTA)")
 
@@ -160,7 +166,7 @@ def _shard(item: Any, where: str) -> Shard:
             f"{where}: id {shard.id!r} must match {layout.SHARD_ID} (it names files)"
         )
     if (shard.examples is None) == (shard.reads is None):
-        raise WorkflowConfigError(f"{where} ({shard.id}): give 'examples' or 'reads', not both")
+        raise WorkflowConfigError(f"{where} ({shard.id}): give one of 'examples' and 'reads'")
     if shard.reads is not None:
         if shard.region is None:
             raise WorkflowConfigError(f"{where} ({shard.id}): 'reads' needs a 'region'")
@@ -207,9 +213,10 @@ def shards_from_examples(patterns: Sequence[str]) -> list[Shard]:
 
     files: list[str] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [
-            pattern
-        ]
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+        else:
+            matches = [pattern]
         if not matches:
             raise WorkflowConfigError(f"--examples {pattern!r} matches no file")
         for match in matches:
@@ -219,8 +226,7 @@ def shards_from_examples(patterns: Sequence[str]) -> list[Shard]:
     if repeated:
         raise WorkflowConfigError(f"examples file(s) given more than once: {', '.join(repeated)}")
     root = os.path.commonpath([os.path.dirname(f) for f in files])
-    return _unique([Shard(_safe_id(os.path.relpath(f, root)), examples=f) for f in files],
-                   lambda shard: shard.examples or "")
+    return [Shard(_safe_id(os.path.relpath(f, root)), examples=f) for f in files]
 
 
 def shards_from_sheet(sheet: str | Path) -> list[Shard]:
@@ -257,7 +263,7 @@ def shards_from_sheet(sheet: str | Path) -> list[Shard]:
         shards.append(_sheet_shard(cells, path.parent, where))
     if not shards:
         raise WorkflowConfigError(f"sample sheet {sheet} has a header but no samples")
-    return _unique(shards, lambda shard: f"{shard.reads} {shard.region}")
+    return shards
 
 
 def _sheet_shard(cells: dict[str, str], base: Path, where: str) -> Shard:
@@ -272,19 +278,6 @@ def _sheet_shard(cells: dict[str, str], base: Path, where: str) -> Shard:
         if cells.get(name):
             item[name] = _existing_file(base / cells[name], f"{where}: {name}")
     return _shard(item, where)
-
-
-def _unique(shards: list[Shard], describe: Any) -> list[Shard]:
-    """Refuse two shards that would share an id (and so a report file)."""
-    by_id: dict[str, Shard] = {}
-    for shard in shards:
-        if shard.id in by_id:
-            raise WorkflowConfigError(
-                f"{describe(by_id[shard.id])} and {describe(shard)} would both be shard "
-                f"{shard.id!r}; rename one"
-            )
-        by_id[shard.id] = shard
-    return shards
 
 
 def build_config(

@@ -21,12 +21,19 @@ MERGE_LOG = "logs/merge.log"
 # output is missing (Snakemake removes the outputs of a failed job).
 LOG_OUTPUTS = ((FEATURIZE_LOG, EXAMPLES), (VERIFY_LOG, SHARD_REPORT), (MERGE_LOG, COHORT_JSON))
 
+# Snakemake's `benchmark:` record of each job: wall seconds, peak memory (max_rss, MB), CPU
+# time; what to size a cluster profile's resources by.
+FEATURIZE_USAGE = "usage/featurize/{shard}.tsv"
+VERIFY_USAGE = "usage/verify/{shard}.tsv"
+MERGE_USAGE = "usage/merge.tsv"
+
 # Shard ids name files and Snakemake wildcards: no separators, spaces or shell characters.
 SHARD_ID = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 
 # Per rule: one thread each (the TensorFlow reference and ONNX Runtime are held to it) and
-# memory with room to spare over what a job was measured to use (README, "Cohorts"). A
-# profile or `--set-resources RULE:mem_mb=N` overrides them; `runtime` is in minutes.
+# memory with room to spare over the peaks benchmarks/bench_workflow.py records (README,
+# "Cohorts"). A profile or `--set-resources RULE:mem_mb=N` overrides them; `runtime` is in
+# minutes.
 RESOURCES = {
     "featurize": {"mem_mb": 2000, "runtime": 60},
     "verify": {"mem_mb": 3000, "runtime": 60},
