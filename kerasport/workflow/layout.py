@@ -31,9 +31,9 @@ MERGE_USAGE = "usage/merge.tsv"
 SHARD_ID = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 
 # Per rule: one thread each (the TensorFlow reference and ONNX Runtime are held to it) and
-# memory with room to spare over the peaks benchmarks/bench_workflow.py records (README,
-# "Cohorts"). A profile or `--set-resources RULE:mem_mb=N` overrides them; `runtime` is in
-# minutes.
+# memory with room to spare over the peaks measured (README, "Cohorts": verify 709 MB on a
+# small shard, 1,510 MiB for a million rows). A profile or `--set-resources RULE:mem_mb=N`
+# overrides them; `runtime` is in minutes.
 RESOURCES = {
     "featurize": {"mem_mb": 2000, "runtime": 60},
     "verify": {"mem_mb": 3000, "runtime": 60},
