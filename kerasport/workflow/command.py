@@ -101,7 +101,8 @@ def register(subparsers: Any) -> None:
         default="",
         metavar="'OPTIONS'",
         help="options for every shard's `kerasport verify`, as one quoted string "
-        "(e.g. '--backend all --max-ulp 200'); checked before any job starts",
+        "(e.g. '--backend all --max-ulp 200'; a lone option as --verify-args=--OPTION); "
+        "checked before any job starts",
     )
     verify.add_argument(
         "--featurize-args",
