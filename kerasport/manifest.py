@@ -301,7 +301,8 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     """Read and validate `manifest.json` of a bundle directory."""
     bundle = Path(bundle_dir)
     if not bundle.is_dir():
-        raise BundleError(f"bundle directory not found: {bundle}")
+        what = "is not a directory" if bundle.exists() else "not found"
+        raise BundleError(f"bundle directory {what}: {bundle}")
     if not (bundle / MANIFEST_NAME).exists() and not (bundle / MANIFEST_NAME).is_symlink():
         raise BundleError(f"bundle has no {MANIFEST_NAME}: {bundle}")
     raw = read_bundle_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES)

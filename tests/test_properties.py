@@ -150,9 +150,14 @@ def damage_file(
     path = bundle / name
     how = data.draw(st.sampled_from(FILE_DAMAGE))
     if how in ("truncate", "flip", "append"):
+        if path.is_symlink() or not path.is_file():
+            return f"nothing to {how} in {name}"  # damaged before: a FIFO or /dev/zero
         path.write_bytes(damage_bytes(path.read_bytes(), data))
         return f"{how} {name}"
-    path.unlink()
+    if path.is_dir() and not path.is_symlink():
+        path.rmdir()
+    else:
+        path.unlink()
     if how == "empty":
         path.write_bytes(b"")
     elif how == "directory":

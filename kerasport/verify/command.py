@@ -15,7 +15,6 @@ from typing import Any
 
 from kerasport.cliargs import nonnegative_int, positive_int
 from kerasport.errors import KerasportError
-from kerasport.export.keras_model import check_model_file
 from kerasport.runtime import BACKENDS
 from kerasport.verify.core import DEFAULT_CHUNK_ROWS, progress_available, verify_bundle
 from kerasport.verify.merge import check_reports_current, load_report, merge_reports
@@ -23,7 +22,6 @@ from kerasport.verify.reference import (
     DEFAULT_REFERENCE_TIMEOUT,
     PROCESS_MODES,
     REFERENCE_BACKENDS,
-    reference_timeout,
 )
 from kerasport.verify.report import render_table, write_html, write_json
 from kerasport.verify.result import EXIT_USAGE, Report
@@ -243,7 +241,6 @@ def _build(args: argparse.Namespace) -> Report | str:
         return "give MODEL BUNDLE --examples FILE [FILE ...], or --merge REPORT [REPORT ...]"
     if args.check_inputs:
         return "--check-inputs checks the reports of --merge; a verify hashes its inputs itself"
-    check_model_file(args.model)  # before the bundle, and naming a directory as one
     if args.progress is None:  # auto: a bar on a terminal, when tqdm is there to draw it
         progress = sys.stderr.isatty() and progress_available()
     else:
@@ -255,6 +252,7 @@ def _build(args: argparse.Namespace) -> Report | str:
         backends=args.backend,
         reference_backend=args.reference_backend,
         reference_process=args.reference_process,
+        reference_timeout=args.reference_timeout,
         settings=_settings(args),
         chunk_rows=args.chunk_rows,
         threads=args.threads,
@@ -286,8 +284,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         return _usage(problem)
     try:
-        with reference_timeout(args.reference_timeout):
-            report = _build(args)
+        report = _build(args)
     except (KerasportError, OSError) as exc:
         return _usage(str(exc))
     if isinstance(report, str):

@@ -19,11 +19,17 @@ import numpy as np
 
 from kerasport.errors import BundleError, InputError
 from kerasport.examples.formats import check_readable, detect_format
+from kerasport.export.keras_model import check_model_file
 from kerasport.manifest import Manifest, read_manifest, sha256_file
 from kerasport.verify.compare import Comparison
 from kerasport.verify.inputs import count_rows, is_snp_flags, iter_chunks
 from kerasport.verify.invariance import PredictFn, check_invariance
-from kerasport.verify.reference import REFERENCE_BATCH_SIZE, Reference, open_reference
+from kerasport.verify.reference import (
+    DEFAULT_REFERENCE_TIMEOUT,
+    REFERENCE_BATCH_SIZE,
+    Reference,
+    open_reference,
+)
 from kerasport.verify.result import (
     BackendResult,
     BundleInfo,
@@ -128,6 +134,7 @@ def verify_bundle(
     backends: str | Sequence[str] = "onnxruntime",
     reference_backend: str = "tensorflow",
     reference_process: str = "auto",
+    reference_timeout: float = DEFAULT_REFERENCE_TIMEOUT,
     settings: Settings | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     threads: int = 1,
@@ -160,13 +167,12 @@ def verify_bundle(
         )
     manifest = read_manifest(bundle)
     names = resolve_backends(bundle, backends)
-    if not model.is_file():
-        raise InputError(f"Keras model file not found: {model}")
+    check_model_file(model)
     model_sha = sha256_file(model)
     digests = input_digests(files)
 
     warnings: list[str] = []
-    reference = open_reference(model, reference_backend, reference_process)
+    reference = open_reference(model, reference_backend, reference_process, reference_timeout)
     try:
         mismatch = check_model_matches(model, model_sha, reference, bundle, manifest)
         if mismatch and not allow_source_mismatch:

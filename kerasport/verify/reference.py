@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
@@ -40,23 +39,6 @@ REFERENCE_BATCH_SIZE = 128  # keras_predict's, and DeepVariant's default
 # Seconds a child may take to start or to answer one chunk: generous (a 65,536-row chunk of
 # the 70-750-750-3 model takes about a second), since a false timeout would end a long run.
 DEFAULT_REFERENCE_TIMEOUT = 600.0
-_REFERENCE_TIMEOUT: ContextVar[float] = ContextVar(
-    "kerasport_reference_timeout", default=DEFAULT_REFERENCE_TIMEOUT
-)
-
-
-@contextlib.contextmanager
-def reference_timeout(seconds: float) -> Iterator[None]:
-    """Within this block, references opened without an explicit timeout use `seconds`.
-
-    `verify_bundle` opens its reference itself; this lets `kerasport verify
-    --reference-timeout` reach it without a parameter on every function in between.
-    """
-    token = _REFERENCE_TIMEOUT.set(seconds)
-    try:
-        yield
-    finally:
-        _REFERENCE_TIMEOUT.reset(token)
 
 
 class ReferenceModelError(KerasportError):
@@ -269,13 +251,12 @@ def open_reference(
     model_path: str | Path,
     backend: str = "tensorflow",
     process: str = "auto",
-    timeout: float | None = None,
+    timeout: float = DEFAULT_REFERENCE_TIMEOUT,
 ) -> Reference:
     """Start the reference model; `process` is auto, in-process or subprocess.
 
-    `timeout` (seconds; default: `reference_timeout`'s, else DEFAULT_REFERENCE_TIMEOUT)
-    bounds each exchange with a child process. An in-process reference has none: its
-    thread cannot be stopped, and it waits on no other process.
+    `timeout` (seconds) bounds each exchange with a child process. An in-process reference
+    has none: its thread cannot be stopped, and it waits on no other process.
     """
     if backend not in REFERENCE_BACKENDS:
         raise ReferenceModelError(
@@ -300,7 +281,6 @@ def open_reference(
         process = "in-process" if _in_process_possible(backend) else "subprocess"
     if process == "in-process":
         return InProcessReference(path, backend)
-    seconds = _REFERENCE_TIMEOUT.get() if timeout is None else timeout
-    if not seconds > 0:
-        raise ReferenceModelError(f"the reference timeout must be positive; got {seconds!r}")
-    return SubprocessReference(path, backend, seconds)
+    if not timeout > 0:
+        raise ReferenceModelError(f"the reference timeout must be positive; got {timeout!r}")
+    return SubprocessReference(path, backend, timeout)
