@@ -53,20 +53,32 @@ def test_install_printed_no_packaging_deprecation() -> None:
         assert not re.search(r"deprecat|BuildBackendWarning", text, re.I), text
 
 
-@pytest.mark.parametrize("command", ["", "export", "verify", "bench", "demo", "featurize"])
+@pytest.mark.parametrize(
+    "command",
+    ["", "export", "verify", "bench", "demo", "featurize", "workflow", "workflow verify"],
+)
 def test_every_command_explains_itself_with_only_the_export_extra(
     command: str, tmp_path: Path
 ) -> None:
-    done = kerasport(*([command] if command else []), "--help", cwd=tmp_path)
+    done = kerasport(*command.split(), "--help", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "usage: kerasport" in done.stdout
 
 
-def test_a_command_whose_extra_is_missing_says_what_to_install(tmp_path: Path) -> None:
-    args = ["featurize", "reads.bam", "--ref", "ref.fa", "--region", "chr20:1-100"]
-    done = kerasport(*args, "-o", str(tmp_path / "x.npz"), cwd=tmp_path)
+@pytest.mark.parametrize(
+    ("extra", "args"),
+    [
+        ("featurize", ["featurize", "reads.bam", "--ref", "ref.fa", "--region", "chr20:1-100",
+                       "-o", "x.npz"]),
+        ("workflow", ["workflow", "verify", "m.keras", "b", "--examples", "x.npy", "--out", "r"]),
+    ],
+)
+def test_a_command_whose_extra_is_missing_says_what_to_install(
+    extra: str, args: list[str], tmp_path: Path
+) -> None:
+    done = kerasport(*args, cwd=tmp_path)
     assert done.returncode == 2
-    assert "pip install 'kerasport[featurize]'" in done.stderr
+    assert f"pip install 'kerasport[{extra}]'" in done.stderr
     assert "Traceback" not in done.stderr
 
 
