@@ -256,7 +256,8 @@ CALLS: dict[str, Callable[[Any, Any, Any], np.ndarray]] = {
 
 
 def well_formed(value: Any, call: str, batch_size: Any) -> bool:
-    """What the runtime must accept: numeric (N, F) rows, finite in float32, a good batch."""
+    """What the runtime must accept: numeric (N, F) rows, finite in float32, and a positive
+    batch size or None (Keras' default)."""
     try:
         array = np.asarray(value)
     except ValueError:
@@ -268,8 +269,8 @@ def well_formed(value: Any, call: str, batch_size: Any) -> bool:
     with np.errstate(over="ignore"):
         finite = bool(np.isfinite(array.astype(np.float32)).all())
     takes_batch = call in ("predict", "classify")
-    good_batch = isinstance(batch_size, int) and not isinstance(batch_size, bool) and (
-        batch_size > 0
+    good_batch = batch_size is None or (  # None: Keras' default batch size
+        isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
     )
     return finite and (good_batch or not takes_batch)
 
