@@ -219,3 +219,19 @@ def test_an_unknown_target_is_refused_before_any_work(
     err = capsys.readouterr().err
     assert "unknown TVM target 'arm64'" in err and "x86-64-v4" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_long_lived_process_keeps_loading_libraries(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each load spells its memfd path differently (the loader reuses a library by path);
+    the spelling must stay short however many loads came before (it once grew by two
+    characters a load and failed after about 2,000)."""
+    from kerasport.runtime.backends import tvm as tvm_backend
+
+    x = np.ones((3, F), np.int64)
+    expected = kerasport.runtime.load(bundle, backend="tvm").predict(x)
+    monkeypatch.setattr(tvm_backend, "_LOADS", 2**40)  # as if after a trillion loads
+    first, second = (kerasport.runtime.load(bundle, backend="tvm") for _ in range(2))
+    np.testing.assert_array_equal(first.predict(x), expected)
+    np.testing.assert_array_equal(second.predict(x), expected)

@@ -97,6 +97,21 @@ def load_tvm_runtime() -> ctypes.CDLL:
         return _RUNTIME
 
 
+def _unique_fd_path(fd: int) -> str:
+    """A path to `fd` that no earlier load in this process used.
+
+    The dynamic loader reuses an already-loaded library whose path string matches, and fd
+    numbers are reused once closed. So each load spells /proc/self/fd/N differently: the bits
+    of a load counter become "./" or "../fd/" steps, at most 64 of them however many loads.
+    """
+    global _LOADS
+    with _RUNTIME_LOCK:
+        _LOADS += 1
+        count = _LOADS
+    steps = "".join("../fd/" if bit == "1" else "./" for bit in f"{count:b}")
+    return f"/proc/self/fd/{steps}{fd}"
+
+
 def _load_module_from_bytes(library_bytes: bytes) -> Any:
     """Load a compiled library from bytes already hash-checked, never from the bundle path.
 
@@ -114,14 +129,8 @@ def _load_module_from_bytes(library_bytes: bytes) -> Any:
                 view = view[os.write(fd, view) :]
             # load_module picks the loader from the file extension, which a /proc/self/fd
             # path lacks; call the shared-library loader it would pick by name.
-            # The dynamic loader reuses an already-loaded library whose path string matches,
-            # and fd numbers are reused once closed: make each load's path unique.
-            global _LOADS
-            with _RUNTIME_LOCK:
-                _LOADS += 1
-                unique = "./" * _LOADS
             loader = tvm_ffi.get_global_func("ffi.Module.load_from_file.so")
-            return loader(f"/proc/self/fd/{unique}{fd}", "so")
+            return loader(_unique_fd_path(fd), "so")
         finally:
             os.close(fd)
     with tempfile.TemporaryDirectory(prefix="kerasport-tvm-") as private:
