@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     targets = args.target or (["auto"] if args.tvm else [])
     bundle = export_bundle(args.model, args.out, opset=args.opset, tvm_targets=targets)
     manifest = read_manifest(bundle)
+    outputs = f"{manifest.num_classes} " + ("class" if manifest.num_classes == 1 else "classes")
     print(
-        f"wrote {bundle}: {manifest.num_features} features -> {manifest.num_classes} classes, "
+        f"wrote {bundle}: {manifest.num_features} features -> {outputs}, "
         f"artifacts: {', '.join(manifest.artifacts)}"
     )
     for warning in manifest.warnings:
