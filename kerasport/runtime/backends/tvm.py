@@ -31,7 +31,12 @@ import numpy as np
 from kerasport.cpu import host_cpu_features, missing_features
 from kerasport.errors import BackendUnavailableError, BundleError
 from kerasport.manifest import Artifact, Manifest, artifacts_of, checked_bytes
-from kerasport.runtime.backends.tvm_plan import BLOCK_ROWS, KernelPlan, parse_plan
+from kerasport.runtime.backends.tvm_plan import (
+    BLOCK_ROWS,
+    KernelPlan,
+    parse_plan,
+    required_cpu_features,
+)
 
 INSTALL_HINT = "pip install 'kerasport[tvm]'"
 ALIGN_BYTES = 64
@@ -273,7 +278,7 @@ def open_tvm_library(
     """Load a dense-chain library from hash-checked bytes and return its runner; the CPU
     features and the description are checked before any of its code is loaded."""
     plan = parse_plan(details, num_features, num_classes)
-    missing = missing_features(list(plan.cpu_features), host_cpu_features())
+    missing = missing_features(plan.cpu_features, host_cpu_features())
     if missing:
         raise BackendUnavailableError(
             f"the TVM library for {plan.target!r} needs CPU features this machine "
@@ -298,7 +303,7 @@ def rank(artifact: Artifact) -> int:
 def can_serve(artifact: Artifact) -> bool:
     """The TVM runtime is installed and this CPU has every feature the library needs."""
     installed = all(importlib.util.find_spec(name) is not None for name in ("tvm", "tvm_ffi"))
-    required = artifact.details.get("cpu_features", [])
+    required = required_cpu_features(artifact.details)
     return installed and not missing_features(required, host_cpu_features())
 
 
@@ -337,7 +342,7 @@ def _best_runnable(manifest: Manifest) -> str:
     candidates = sorted(artifacts_of(manifest, "tvm").items(), key=lambda item: rank(item[1]))
     lacking = []
     for key, artifact in candidates:
-        missing = missing_features(artifact.details.get("cpu_features", []), host_cpu_features())
+        missing = missing_features(required_cpu_features(artifact.details), host_cpu_features())
         if not missing:
             return key
         lacking.append(f"{key} needs {', '.join(missing)}")

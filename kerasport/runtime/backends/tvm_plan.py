@@ -8,6 +8,7 @@ here into a `KernelPlan`, with a BundleError naming the field, before any code i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +28,7 @@ class ArraySpec:
 
     @property
     def size(self) -> int:
-        size = 1
-        for extent in self.shape:
-            size *= extent
-        return size
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,15 @@ def _width(data: Any, key: str, where: str) -> int:
     return value
 
 
+def required_cpu_features(details: dict[str, Any]) -> tuple[str, ...]:
+    """The CPU flags a library needs: the first thing read about it (to pick a library, or to
+    refuse one before its code loads), so checked like the rest."""
+    flags = _get(details, "cpu_features", list, "")
+    if not all(isinstance(flag, str) for flag in flags):
+        raise _fail("cpu_features", "must be a list of strings")
+    return tuple(flags)
+
+
 def _kernels(details: dict[str, Any]) -> tuple[dict[int, str], str]:
     functions = _get(details, "functions", dict, "")
     static = _get(functions, "static", dict, "functions")
@@ -92,9 +99,7 @@ def parse_plan(details: dict[str, Any], num_features: int, num_classes: int) -> 
     """The checked plan of a library serving a model of `num_features` -> `num_classes`."""
     if details.get("route") != ROUTE:
         raise BundleError(f"unsupported TVM route {details.get('route')!r}")
-    cpu_features = _get(details, "cpu_features", list, "")
-    if not all(isinstance(flag, str) for flag in cpu_features):
-        raise _fail("cpu_features", "must be a list of strings")
+    cpu_features = required_cpu_features(details)
     static, blocked = _kernels(details)
     layers = _get(details, "layers", list, "")
     if not layers:
@@ -116,7 +121,7 @@ def parse_plan(details: dict[str, Any], num_features: int, num_classes: int) -> 
         raise _fail("arrays", "give a bias a length other than its layer's padded width")
     return KernelPlan(
         target=str(details.get("target", "")),
-        cpu_features=tuple(cpu_features),
+        cpu_features=cpu_features,
         static=static,
         blocked=blocked,
         hidden=tuple(padded[:-1]),
