@@ -65,15 +65,22 @@ def _tail(text: str, lines: int = 25) -> str:
 
 
 def cold_start(
-    engine: str, bundle: Path, model: Path, num_features: int, runs: int, discard: int = 1
+    engine: str,
+    bundle: Path,
+    model: Path,
+    num_features: int,
+    runs: int,
+    discard: int = 1,
+    python: str = sys.executable,
 ) -> dict[str, Any]:
     """Median over `runs` fresh processes of: start -> imported -> loaded -> first call.
 
     The first `discard` runs only warm the page cache, so the figure is a process start on a
     machine that has the files in memory, as every make_examples shard but the first sees.
+    `python` is the interpreter to start: another environment's, to measure a fresh install.
     """
     command = [
-        sys.executable,
+        python,
         "-m",
         "kerasport.bench.probe",
         engine,
