@@ -445,8 +445,11 @@ def test_cram_against_another_reference_is_refused(cram: Path, changed_reference
     renamed = _copy_of_reference(tmp_path / "renamed.fa", lambda s: s, name="20")
     expected = {
         renamed: r"contig chr20 is called 20 in the FASTA; pass the FASTA the CRAM was made with",
-        changed: r"contig chr20 has @SQ M5 d56007d0cc776ca9c0e4f218060eba81 in the CRAM's "
-        r"header but chr20 in the FASTA has M5 [0-9a-f]{32} \(same length",
+        changed: r"contig chr20 differs in the bases that chr20:10,000,001-10,020,000 needs: "
+        r"the reads at chr20:[\d,]+-[\d,]+ \(one CRAM slice\) were encoded against bases with "
+        r"MD5 [0-9a-f]{32}, but those bases in the FASTA have MD5 [0-9a-f]{32}; for the whole "
+        r"contig, @SQ M5 d56007d0cc776ca9c0e4f218060eba81 in the CRAM's header \(UR "
+        r".*unittest\.fasta\.gz\) but M5 [0-9a-f]{32} in the FASTA; pass the FASTA",
         shorter: r"contig chr20 is 63,025,520 bp in the CRAM's header \(@SQ LN\) but chr20 is "
         r"10,100,000 bp in the FASTA",
     }

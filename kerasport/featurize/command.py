@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "the file's first bytes)")
     parser.add_argument("--ref", type=Path, required=True,
                         help="reference FASTA (with .fai; .gzi if bgzipped); a CRAM is decoded "
-                        "against it and refused if its @SQ length or M5 differs")
+                        "against it and refused if its @SQ length differs or the region's "
+                        "reads were encoded against other bases (their slices' MD5s)")
     parser.add_argument("--region", required=True,
                         help="CONTIG:START-END, 1-based inclusive (chr20 and 20 both work)")
     parser.add_argument("--truth", type=Path, help="truth VCF: label the examples")

@@ -113,8 +113,9 @@ def featurize_region(
         reads, fasta = _open_inputs(stack, bam, ref)
         bam_contig = resolve_contig(region.contig, reads.references, f"{reads.format} {bam}")
         ref_contig = resolve_contig(region.contig, fasta.references, f"reference {ref}")
-        if reads.is_cram:
-            check_cram_reference(reads, bam_contig, bam, fasta, ref_contig, ref)
+        pad = vaf_window // 2 + 1  # a tile's pileup reaches this far past the tile
+        if reads.is_cram:  # before any read is decoded: the bases the region needs must match
+            check_cram_reference(reads, bam_contig, bam, fasta, ref_contig, ref, region, pad)
         length = fasta.get_reference_length(ref_contig)
         if region.start >= length:
             raise FeaturizeError(f"region {region} starts past the end of {ref_contig} "
@@ -124,7 +125,6 @@ def featurize_region(
         def ref_at(a: int, b: int) -> str:
             return str(fasta.fetch(ref_contig, max(a, 0), min(b, length))).upper()
 
-        pad = vaf_window // 2 + 1
         from tqdm import tqdm
 
         bar = tqdm(list(_tiles(region, TILE)), unit="tile", desc=f"featurize {region}",
@@ -184,7 +184,8 @@ def featurize(
     """Small-model examples for `region` ("chr20:10,000,001-10,020,000" or a Region).
 
     `bam` is indexed reads: BAM, SAM or CRAM, told apart by content; a CRAM is decoded
-    against `ref` and refused if its header's @SQ LN/M5 for the contig disagree with it.
+    against `ref` and refused if its @SQ LN for the contig differs, or if the slices the
+    region's reads are in were encoded against other bases (their MD5s differ).
     One row per (candidate, alt-allele subset), in position order. With `truth_vcf`, rows
     carry labels (0=REF, 1=HET, 2=HOM_ALT); with `confident_bed` too, candidates outside
     its intervals are dropped. `positions` are 1-based VCF POS. Reads below

@@ -5,10 +5,12 @@ The format is taken from the file's first bytes, not its name: CRAM begins with 
 and a CRAM is always opened with `--ref` as its reference, so htslib never goes looking for
 one elsewhere (the @SQ UR path, REF_PATH, or EBI's reference server over the network).
 
-A CRAM stores reads as differences from its reference. Decoded against another FASTA, its
-bases are wrong, or htslib's per-slice MD5 check stops the read with a bare "truncated file".
-So before any read is decoded, the header's @SQ length and MD5 (M5) of the contig being
-featurized are compared with the FASTA's, and a mismatch names the contig and both values.
+A CRAM stores reads as differences from its reference: decoded against other bases, its
+bases are wrong. Before any read is decoded, the contig's name and @SQ length must match the
+FASTA's. Its whole-contig MD5 (@SQ M5) need not: a FASTA masked to N outside the regions
+of interest (DeepVariant's test reference) decodes those regions exactly. So when M5 differs,
+the slices the region's reads are in decide, as htslib's own per-slice check would (see
+cram_slices.py), and a mismatch names the CRAM, the contig, the region and both MD5s.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kerasport.featurize.cram_slices import CramLayoutError, Slice, region_slices
 from kerasport.featurize.errors import FeaturizeError
+from kerasport.featurize.regions import Region
 
 if TYPE_CHECKING:  # pysam (the featurize extra) is imported where reads are opened
     import pysam
 
 CRAM_MAGIC = b"CRAM"
 _MD5_CHUNK = 1 << 22  # bases hashed at a time, so chr1 costs 4 MB of memory, not 250 MB
+_ADVICE = "; pass the FASTA the CRAM was made with as --ref"
 _INDEX_SUFFIX = {"CRAM": ".crai", "BAM": ".bai/.csi", "SAM": ".csi, of a bgzipped SAM"}
 
 
@@ -53,12 +58,15 @@ def open_reads(stack: ExitStack, path: str | Path, ref: str | Path) -> pysam.Ali
     return reads
 
 
-def contig_md5(fasta: pysam.FastaFile, contig: str) -> str:
-    """A contig's M5 as SAM and CRAM define it: MD5 of the uppercased sequence."""
+def contig_md5(fasta: pysam.FastaFile, contig: str, start: int = 0,
+               end: int | None = None) -> str:
+    """MD5 of the uppercased bases [start, end) of a contig: SAM's M5 for the whole contig,
+    and a CRAM slice's reference MD5 for the span its reads use."""
     digest = hashlib.md5(usedforsecurity=False)
     length = fasta.get_reference_length(contig)
-    for start in range(0, length, _MD5_CHUNK):
-        chunk = fasta.fetch(contig, start, min(start + _MD5_CHUNK, length))
+    end = length if end is None else min(end, length)
+    for first in range(max(start, 0), end, _MD5_CHUNK):
+        chunk = fasta.fetch(contig, first, min(first + _MD5_CHUNK, end))
         digest.update(chunk.upper().encode("ascii"))
     return digest.hexdigest()
 
@@ -70,29 +78,69 @@ def check_cram_reference(
     fasta: pysam.FastaFile,
     ref_contig: str,
     ref: str | Path,
+    region: Region,
+    pad: int = 0,
 ) -> None:
-    """Refuse `fasta` unless its `ref_contig` is the CRAM's `reads_contig` (name, @SQ LN, M5).
+    """Refuse `fasta` unless it holds the bases the CRAM's reads in `region` were encoded on.
 
-    Only the contig being featurized is checked: the M5 costs one pass over it (about 0.2 s
-    for chr20), and other contigs are never decoded. A header without M5 is checked on
-    length alone.
+    Name and @SQ LN must match: either differing means another assembly. A differing (or
+    missing) M5 only says some base of the contig may differ, perhaps far from `region`, so
+    the slices holding the reads of `region` widened by `pad` (what the tiles fetch) decide:
+    each slice's MD5 is compared with the FASTA's bases over its span, exactly as htslib
+    compares them when it decodes the slice (it would stop there with a bare "truncated
+    file"). A slice htslib would not check (no MD5) is refused only when the M5 is known to
+    differ; without an M5 nothing says it should be. Only the contig being featurized is
+    checked; its M5 costs one pass over it (about 0.2 s for chr20).
     """
     where = f"CRAM {cram} was not written against reference {ref}: contig {reads_contig}"
-    advice = "; pass the FASTA the CRAM was made with as --ref"
     if reads_contig != ref_contig:  # htslib finds the reference sequence by the CRAM's name
-        raise FeaturizeError(f"{where} is called {ref_contig} in the FASTA{advice}")
+        raise FeaturizeError(f"{where} is called {ref_contig} in the FASTA{_ADVICE}")
     entry = next(sq for sq in reads.header.to_dict()["SQ"] if sq["SN"] == reads_contig)
     length = fasta.get_reference_length(ref_contig)
     if entry["LN"] != length:
         raise FeaturizeError(
             f"{where} is {entry['LN']:,} bp in the CRAM's header (@SQ LN) but {ref_contig} is "
-            f"{length:,} bp in the FASTA{advice}"
+            f"{length:,} bp in the FASTA{_ADVICE}"
         )
     expected = str(entry.get("M5", "")).lower()
-    if expected:
-        actual = contig_md5(fasta, ref_contig)
-        if actual != expected:
+    actual = contig_md5(fasta, ref_contig) if expected else ""
+    if expected == actual != "":
+        return  # the same contig: every slice's MD5 matches too
+    written = f" (UR {entry['UR']})" if entry.get("UR") else ""  # the CRAM's own reference
+    whole = (f"@SQ M5 {expected} in the CRAM's header{written} but M5 {actual} in the FASTA"
+             if expected else f"no @SQ M5 in the CRAM's header{written}")
+    start, end = max(region.start - pad, 0), min(region.end + pad, length)
+    try:
+        slices = region_slices(Path(cram), reads.get_tid(reads_contig), start, end)
+    except CramLayoutError as exc:
+        if expected:  # the contig differs somewhere, and nothing shows it is not here
             raise FeaturizeError(
-                f"{where} has @SQ M5 {expected} in the CRAM's header but {ref_contig} in the "
-                f"FASTA has M5 {actual} (same length, different bases){advice}"
-            )
+                f"{where} has {whole} (same length, different bases), and the CRAM's slices "
+                f"for {region} could not be read to check the bases it needs ({exc})"
+                f"{_ADVICE}") from exc
+        return  # nothing to compare with: htslib's own slice checks still run
+    for piece in slices:
+        _check_slice(piece, where, whole, fasta, ref_contig, region, strict=bool(expected))
+
+
+def _check_slice(piece: Slice, where: str, whole: str, fasta: pysam.FastaFile, contig: str,
+                 region: Region, *, strict: bool) -> None:
+    """Refuse a slice whose MD5 is not the FASTA's over its span, or, when the contig's M5
+    is known to differ (`strict`), a slice htslib would decode without checking."""
+    span = f"{contig}:{piece.start:,}-{piece.end:,}"
+    if piece.embedded:  # decoded against the bases stored with it, not the FASTA
+        return
+    if not piece.md5 or piece.multi_ref:
+        if strict:
+            kind = "a multi-reference slice" if piece.multi_ref else "its MD5 is zeros"
+            raise FeaturizeError(
+                f"{where} has {whole} (same length, different bases), and the reads at {span} "
+                f"that {region} needs are in a CRAM slice with no reference MD5 ({kind}), "
+                f"which htslib would decode against the FASTA unchecked{_ADVICE}")
+        return
+    found = contig_md5(fasta, contig, piece.start - 1, piece.end)
+    if found != piece.md5:
+        raise FeaturizeError(
+            f"{where} differs in the bases that {region} needs: the reads at {span} (one "
+            f"CRAM slice) were encoded against bases with MD5 {piece.md5}, but those bases "
+            f"in the FASTA have MD5 {found}; for the whole contig, {whole}{_ADVICE}")
