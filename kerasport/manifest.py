@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -19,13 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from kerasport.errors import BundleError
+from kerasport.jsonfile import parse_json
 
 FORMAT = "kerasport-bundle"
-FORMAT_VERSION = 2
+# Version 3 adds the input and output specs (any rank, integer inputs, the head); version 2
+# bundles (one (batch, features) float input, (batch, classes) output) keep loading.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+HEADS = ("softmax", "sigmoid", "linear")
+INPUT_DTYPES = ("float32", "int32", "int64")
+MAX_RANK = 8
 MANIFEST_NAME = "manifest.json"
-MAX_MANIFEST_BYTES = 1 << 20
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is 1-20 KB (four TVM libraries, 100 feature names)
 MAX_ARTIFACT_BYTES = 1 << 30  # a small model's artifacts are a few MB
-MAX_DIMENSION = 1 << 20  # features or classes: far above any model of the family
+MAX_DIMENSION = 1 << 20  # one axis of an input or output, or the number of classes
+MAX_VALUES = 1 << 26  # values in one example: a 4096 x 4096 x 4 tile
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # An export writes the bundle into `.<name>.partial-<pid>-<random>` beside its destination and
 # renames it into place only after checking it; the runtime refuses a directory so named.
@@ -67,8 +76,39 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """One example as the model takes it: its shape without the batch axis and its dtype.
+
+    `index_range` is [low, high) for an input whose values index an Embedding: those keep
+    integer semantics, and a value outside the vocabulary is refused rather than clamped.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    index_range: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One example's output: shape without the batch axis, classes on the last axis.
+
+    `head` says how to read the scores: "softmax" (probabilities over classes), "sigmoid"
+    (one independent probability per class) or "linear" (logits, or anything else).
+    """
+
+    shape: tuple[int, ...]
+    head: str = "softmax"
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
 class Manifest:
-    """What a runtime needs to know about a bundle, and where it came from."""
+    """What a runtime needs to know about a bundle, and where it came from.
+
+    `num_features` is the number of values in one example (the product of the input's
+    shape) and `num_classes` the size of the output's class axis, so code written for
+    (batch, features) -> (batch, classes) models reads them as before.
+    """
 
     input_name: str
     output_name: str
@@ -84,8 +124,33 @@ class Manifest:
     feature_names: list[str] | None = None
     model_info: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    input_spec: InputSpec | None = None
+    output_spec: OutputSpec | None = None
+    # Working memory one example needs inside the engine (its largest layer's input and
+    # output), so chunks can be bounded by bytes as well as rows.
+    row_bytes: int | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        # A version 2 bundle (no specs) served one (batch, features) -> (batch, classes)
+        # float32 model; derive its specs so every reader sees one shape of manifest.
+        if self.input_spec is None:
+            object.__setattr__(self, "input_spec", InputSpec((self.num_features,)))
+        if self.output_spec is None:
+            object.__setattr__(self, "output_spec", OutputSpec((self.num_classes,), _v2_head(self)))
+        if self.row_bytes is None:
+            object.__setattr__(self, "row_bytes", 4 * (self.num_features + self.num_classes))
+
+    @property
+    def inputs(self) -> InputSpec:
+        assert self.input_spec is not None  # set in __post_init__
+        return self.input_spec
+
+    @property
+    def outputs(self) -> OutputSpec:
+        assert self.output_spec is not None  # set in __post_init__
+        return self.output_spec
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -101,16 +166,17 @@ class Manifest:
             raise BundleError("malformed bundle manifest: not a JSON object")
         if data.get("format") != FORMAT:
             raise BundleError(f"not a kerasport bundle manifest (format={data.get('format')!r})")
-        if data.get("format_version") != FORMAT_VERSION:
+        version = data.get("format_version")
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
             raise BundleError(
-                f"bundle format version {data.get('format_version')!r} is not supported "
-                f"(this kerasport reads version {FORMAT_VERSION}; export the model again)"
+                f"bundle format version {version!r} is not supported (this kerasport reads "
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}; export the model again)"
             )
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(data) - known)
         if unknown:
             raise BundleError(f"malformed bundle manifest: unknown fields {unknown}")
-        num_features = _dimension(data, "num_features")
+        num_features = _dimension(data, "num_features", MAX_VALUES)
         feature_names = data.get("feature_names")
         if feature_names is not None:
             _string_list(feature_names, "feature_names")
@@ -125,11 +191,13 @@ class Manifest:
         artifacts = _field(data, "artifacts", dict)
         if not artifacts:
             raise BundleError("malformed bundle manifest: it lists no artifacts")
+        num_classes = _dimension(data, "num_classes")
+        specs = _specs(data, num_features, num_classes) if version >= 3 else {}
         return cls(
             input_name=_nonempty_string(data, "input_name"),
             output_name=_nonempty_string(data, "output_name"),
             num_features=num_features,
-            num_classes=_dimension(data, "num_classes"),
+            num_classes=num_classes,
             artifacts={_key(k): _artifact(k, v) for k, v in artifacts.items()},
             source_file=_field(data, "source_file", str),
             source_sha256=_sha256(data.get("source_sha256"), "source_sha256"),
@@ -138,7 +206,93 @@ class Manifest:
             feature_names=feature_names,
             model_info=model_info,
             warnings=_string_list(data.get("warnings", []), "warnings"),
+            format_version=version,
+            **specs,
         )
+
+
+def _v2_head(manifest: Manifest) -> str:
+    """A version 2 bundle's head, as its export warning named it (softmax: no warning)."""
+    for head in ("sigmoid", "linear"):
+        if any(f"head is '{head}'" in warning for warning in manifest.warnings):
+            return head
+    return "softmax"
+
+
+def _specs(data: dict[str, Any], num_features: int, num_classes: int) -> dict[str, Any]:
+    """The version 3 fields, each checked, and checked against the counts beside them."""
+    raw_in = _field(data, "input_spec", dict)
+    raw_out = _field(data, "output_spec", dict)
+    for where, raw, allowed in (
+        ("input_spec", raw_in, InputSpec.__dataclass_fields__),
+        ("output_spec", raw_out, OutputSpec.__dataclass_fields__),
+    ):
+        unknown = sorted(set(raw) - set(allowed))
+        if unknown:
+            raise BundleError(f"malformed bundle manifest: {where} has unknown fields {unknown}")
+    in_shape = _shape(raw_in.get("shape"), "input_spec.shape")
+    out_shape = _shape(raw_out.get("shape"), "output_spec.shape")
+    if math.prod(in_shape) != num_features or out_shape[-1] != num_classes:
+        raise BundleError(
+            f"malformed bundle manifest: input_spec {list(in_shape)} and output_spec "
+            f"{list(out_shape)} disagree with num_features={num_features}, "
+            f"num_classes={num_classes}"
+        )
+    dtype = _choice(raw_in.get("dtype", "float32"), INPUT_DTYPES, "input_spec.dtype")
+    index_range = raw_in.get("index_range")
+    if index_range is not None:
+        if (
+            not isinstance(index_range, list)
+            or len(index_range) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in index_range)
+            or not -(1 << 62) <= index_range[0] < index_range[1] <= 1 << 62
+        ):
+            raise BundleError(
+                "malformed bundle manifest: input_spec.index_range must be [low, high) "
+                f"integers, got {_show(index_range)}"
+            )
+        index_range = (index_range[0], index_range[1])
+    row_bytes = data.get("row_bytes")
+    if isinstance(row_bytes, bool) or not isinstance(row_bytes, int) or not 1 <= row_bytes:
+        raise BundleError(
+            f"malformed bundle manifest: row_bytes must be a positive integer, got "
+            f"{_show(row_bytes)}"
+        )
+    return {
+        "input_spec": InputSpec(in_shape, dtype, index_range),
+        "output_spec": OutputSpec(
+            out_shape,
+            _choice(raw_out.get("head", "softmax"), HEADS, "output_spec.head"),
+            _choice(raw_out.get("dtype", "float32"), ("float32",), "output_spec.dtype"),
+        ),
+        "row_bytes": row_bytes,
+    }
+
+
+def _shape(value: Any, name: str) -> tuple[int, ...]:
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= MAX_RANK
+        or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DIMENSION
+            for v in value
+        )
+        or math.prod(value) > MAX_VALUES
+    ):
+        raise BundleError(
+            f"malformed bundle manifest: {name} must be 1-{MAX_RANK} dimensions of 1-"
+            f"{MAX_DIMENSION} (at most {MAX_VALUES} values), got {_show(value)}"
+        )
+    return tuple(value)
+
+
+def _choice(value: Any, allowed: tuple[str, ...], name: str) -> str:
+    if value not in allowed or not isinstance(value, str):
+        raise BundleError(
+            f"malformed bundle manifest: {name} must be one of {', '.join(allowed)}, got "
+            f"{_show(value)}"
+        )
+    return value
 
 
 def _field(data: dict[str, Any], name: str, kind: type) -> Any:
@@ -159,12 +313,11 @@ def _nonempty_string(data: dict[str, Any], name: str) -> str:
     return value
 
 
-def _dimension(data: dict[str, Any], name: str) -> int:
+def _dimension(data: dict[str, Any], name: str, limit: int = MAX_DIMENSION) -> int:
     value = data.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
         raise BundleError(
-            f"malformed bundle manifest: {name} must be an integer 1-{MAX_DIMENSION}, "
-            f"got {_show(value)}"
+            f"malformed bundle manifest: {name} must be an integer 1-{limit}, got {_show(value)}"
         )
     return value
 
@@ -306,11 +459,8 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     if not (bundle / MANIFEST_NAME).exists() and not (bundle / MANIFEST_NAME).is_symlink():
         raise BundleError(f"bundle has no {MANIFEST_NAME}: {bundle}")
     raw = read_bundle_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES)
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: JSON, or an absurd integer
-        raise BundleError(f"unreadable bundle manifest {bundle / MANIFEST_NAME}: {exc}") from exc
-    return Manifest.from_dict(data)
+    source = f"unreadable bundle manifest {bundle / MANIFEST_NAME}"
+    return Manifest.from_dict(parse_json(raw, BundleError, source))
 
 
 def checked_bytes(bundle_dir: str | Path, ref: FileRef | Artifact) -> bytes:

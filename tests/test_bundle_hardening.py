@@ -111,8 +111,22 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_read(bundle: Path) -
 def test_a_manifest_that_does_not_describe_its_model_is_refused_naming_both_values(
     bundle: Path, field: str, value: Any, message: str
 ) -> None:
-    edit_manifest(bundle, lambda m: m.update({field: value}))
+    def change(manifest: dict[str, Any]) -> None:
+        manifest[field] = value
+        # the spec says the same as the count beside it, as a consistent forgery would
+        if field == "num_classes":
+            manifest["output_spec"]["shape"][-1] = value
+        if field == "num_features":
+            manifest["input_spec"]["shape"] = [value]
+
+    edit_manifest(bundle, change)
     with pytest.raises(BundleError, match=message):
+        kerasport.runtime.load(bundle, backend="onnxruntime")
+
+
+def test_a_count_that_disagrees_with_its_spec_is_refused(bundle: Path) -> None:
+    edit_manifest(bundle, lambda m: m.update(num_classes=2))
+    with pytest.raises(BundleError, match=r"output_spec \[3\] disagree with .*num_classes=2"):
         kerasport.runtime.load(bundle, backend="onnxruntime")
 
 

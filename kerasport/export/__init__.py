@@ -11,6 +11,7 @@ bundle that agrees is renamed into place.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from kerasport.cpu import host_cpu_features, missing_features
+from kerasport.diskspace import write_file
 from kerasport.errors import ExportError, InputError
 from kerasport.export.bundle import check_destination, write_atomically
 from kerasport.export.check import DEFAULT_ATOL, check_agreement, keras_predict, probe_examples
-from kerasport.export.keras_model import classifier_shape, head_warning, load_keras_model
+from kerasport.export.keras_model import head_warning, load_keras_model, model_signature
 from kerasport.export.model_info import read_model_info
-from kerasport.export.onnx import DEFAULT_OPSET, check_opset, keras_to_onnx
+from kerasport.export.onnx import DEFAULT_OPSET, check_opset, keras_to_onnx, row_bytes
 from kerasport.manifest import MANIFEST_NAME, Artifact, Manifest, sha256_file
 from kerasport.versions import installed_versions
 
@@ -46,8 +48,8 @@ def export_bundle(
 ) -> Path:
     """Export `model_path` to `out_dir` and return the bundle's path.
 
-    `probe` (int or float rows) is the batch Keras and the exported model must agree on;
-    by default 256 seeded random rows of values 0-100. `tvm_targets` (names, or "auto" for
+    `probe` (a batch of examples) is what Keras and the exported model must agree on; by
+    default 256 seeded examples drawn for the input spec (`probe_examples`). `tvm_targets` (names, or "auto" for
     this CPU) adds one TVM library per target; each one this CPU can run is checked against
     Keras like the ONNX model, and one it cannot run is recorded as unchecked, with a warning.
     """
@@ -56,15 +58,16 @@ def export_bundle(
     check_destination(out_dir)  # fail before the slow load and conversion, not after
     targets = _resolve_tvm_targets(tvm_targets)
     model = load_keras_model(model_path)
-    num_features, num_classes = classifier_shape(model)
+    inputs, outputs = model_signature(model)
+    num_features, num_classes = math.prod(inputs.shape), outputs.shape[-1]
     feature_names, model_info = read_model_info(model_path, num_features)
     layers = _dense_chain(model) if targets else []
-    proto = keras_to_onnx(model, num_features, opset)
-    probe = probe_examples(num_features) if probe is None else probe
+    proto = keras_to_onnx(model, inputs, opset)
+    probe = probe_examples(inputs) if probe is None else probe
     reference = keras_predict(model, probe)
 
     def fill(bundle: Path) -> None:
-        (bundle / ONNX_FILE).write_bytes(proto.SerializeToString())
+        write_file(bundle / ONNX_FILE, proto.SerializeToString(), ExportError)
         tvm_artifacts = _compile_tvm(layers, targets, bundle)
         warnings = [warning for warning in (head_warning(model),) if warning] + [
             f"{key} was not checked against Keras at export: this CPU lacks "
@@ -93,9 +96,12 @@ def export_bundle(
             feature_names=feature_names,
             model_info=model_info,
             warnings=warnings,
+            input_spec=inputs,
+            output_spec=outputs,
+            row_bytes=max(row_bytes(proto), 4 * (num_features + math.prod(outputs.shape))),
         )
-        (bundle / MANIFEST_NAME).write_text(manifest.to_json())
-        _check_bundle(bundle, probe, reference, atol)
+        write_file(bundle / MANIFEST_NAME, manifest.to_json().encode(), ExportError)
+        _check_bundle(bundle, probe, reference, atol, outputs.head)
 
     return write_atomically(out_dir, fill)
 
@@ -123,7 +129,9 @@ def _compile_tvm(layers: list[Any], targets: list[Any], bundle: Path) -> dict[st
     return {artifact_key(target): compile_artifact(layers, target, bundle) for target in targets}
 
 
-def _check_bundle(bundle: Path, probe: np.ndarray, reference: np.ndarray, atol: float) -> None:
+def _check_bundle(
+    bundle: Path, probe: np.ndarray, reference: np.ndarray, atol: float, head: str
+) -> None:
     """Load each artifact this CPU can run as a user would, and compare it with Keras (the
     others are named in the manifest's warnings)."""
     from kerasport import runtime
@@ -135,6 +143,6 @@ def _check_bundle(bundle: Path, probe: np.ndarray, reference: np.ndarray, atol: 
         except InputError as exc:
             raise ExportError(f"the probe batch is unusable: {exc}") from exc
         try:
-            check_agreement(reference, candidate, atol)
+            check_agreement(reference, candidate, atol, head)
         except ExportError as exc:
             raise ExportError(f"{key}: {exc}") from None

@@ -7,42 +7,78 @@ from typing import Any
 import numpy as np
 
 from kerasport.errors import ExportError
+from kerasport.manifest import InputSpec
 
 PROBE_ROWS = 256
 DEFAULT_ATOL = 1e-5
 
 
-def probe_examples(num_features: int, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
-    """Deterministic int64 rows in the 0-100 range the small model's features live in."""
-    return np.random.default_rng(seed).integers(0, 101, size=(rows, num_features), dtype=np.int64)
+def probe_examples(inputs: InputSpec | int, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
+    """Deterministic examples of the model's input spec (an int: (features,) floats).
+
+    A (batch, features) float model gets int64 values 0-100, the range DeepVariant's
+    features live in; an Embedding's indices are drawn over the whole vocabulary; any other
+    input gets standard normal float32 values, the scale normalized inputs and images have.
+    """
+    spec = InputSpec((inputs,)) if isinstance(inputs, int) else inputs
+    rng = np.random.default_rng(seed)
+    shape = (rows, *spec.shape)
+    if spec.index_range is not None:
+        low, high = spec.index_range
+        return rng.integers(low, high, size=shape, dtype=np.int64).astype(spec.dtype)
+    if spec.dtype != "float32":
+        return rng.integers(0, 101, size=shape, dtype=np.int64).astype(spec.dtype)
+    if len(spec.shape) == 1:
+        return rng.integers(0, 101, size=shape, dtype=np.int64)
+    return rng.standard_normal(shape, dtype=np.float32)
 
 
 def check_agreement(
-    reference: np.ndarray, candidate: np.ndarray, atol: float = DEFAULT_ATOL
+    reference: np.ndarray, candidate: np.ndarray, atol: float = DEFAULT_ATOL, head: str = "softmax"
 ) -> None:
-    """Refuse an export whose outputs differ by more than `atol` or whose arg-max moves.
+    """Refuse an export whose outputs differ by more than the tolerance or whose decisions
+    move, at any example and position.
 
-    An arg-max change is forgiven only on rows whose top two reference probabilities are
-    within `atol` of each other: there the order is a tie at this tolerance.
+    The tolerance is `atol` for probabilities (softmax, sigmoid heads) and `atol` times the
+    value's magnitude above 1 for a linear head: float32 resolution scales with magnitude,
+    so logits of 1e3 cannot agree to 1e-5 absolute. A decision is the arg-max over the class
+    axis (last), or for a sigmoid head each class's p >= 0.5; a change is forgiven where the
+    reference is a tie at the tolerance (top two within it, or p within it of 0.5).
     """
     if reference.shape != candidate.shape:
         raise ExportError(
             f"exported model returns shape {candidate.shape}; Keras returns {reference.shape}"
         )
-    diff = float(np.max(np.abs(reference - candidate), initial=0.0))
-    if not diff <= atol:  # also catches NaN
+    scale = np.maximum(1.0, np.abs(reference)) if head == "linear" else 1.0
+    excess = np.abs(reference.astype(np.float64) - candidate) / scale
+    worst = float(np.max(excess, initial=0.0))
+    if not worst <= atol:  # also catches NaN
+        where = "relative " if head == "linear" else ""
         raise ExportError(
-            f"exported model disagrees with Keras: max |difference| {diff:.3g} > {atol:g}"
+            f"exported model disagrees with Keras: max {where}|difference| {worst:.3g} > {atol:g}"
         )
-    top2 = np.sort(reference, axis=1)[:, -2:] if reference.shape[1] > 1 else None
-    moved = reference.argmax(axis=1) != candidate.argmax(axis=1)
-    if top2 is not None:
-        moved &= (top2[:, 1] - top2[:, 0]) > atol
+    moved = _moved_decisions(reference, candidate, atol, head)
     if moved.any():
+        first = tuple(int(i) for i in np.argwhere(moved)[0])
         raise ExportError(
-            f"exported model changes the arg-max of {int(moved.sum())} probe rows "
-            f"(first: row {int(np.flatnonzero(moved)[0])})"
+            f"exported model changes {int(moved.sum())} decisions on the probe batch "
+            f"(first: row {first[0]}" + (f", position {first[1:]}" if len(first) > 1 else "")
+            + ")"
         )
+
+
+def _moved_decisions(
+    reference: np.ndarray, candidate: np.ndarray, atol: float, head: str
+) -> np.ndarray:
+    """Where a decision differs and the reference is not a tie, per example and position."""
+    if head == "sigmoid":
+        moved = (reference >= 0.5) != (candidate >= 0.5)
+        return moved & (np.abs(reference - 0.5) > atol)
+    if reference.shape[-1] < 2:
+        return np.zeros(reference.shape[:-1], dtype=bool)
+    top2 = np.sort(reference, axis=-1)[..., -2:]
+    moved = reference.argmax(axis=-1) != candidate.argmax(axis=-1)
+    return moved & ((top2[..., 1] - top2[..., 0]) > atol)
 
 
 def keras_predict(model: Any, examples: np.ndarray) -> np.ndarray:

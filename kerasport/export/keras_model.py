@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from kerasport.errors import ExportError
+from kerasport.manifest import INPUT_DTYPES, InputSpec, OutputSpec
 from kerasport.quiet import quiet_import
 
 # Layers that are the identity at inference: the head is the layer before them.
@@ -49,7 +51,7 @@ def check_model_file(path: str | Path) -> Path:
 
 def load_keras_model(path: str | Path) -> Any:
     """Load `model.keras` for inference only, and check that it is a servable classifier
-    (see `classifier_shape`), so every refusal names the file.
+    (see `model_signature`), so every refusal names the file.
 
     `compile=False` skips the compile config, so a model that names custom metrics that are
     not registered here (DeepVariant's do) still loads; `safe_mode=True` refuses lambdas.
@@ -62,37 +64,122 @@ def load_keras_model(path: str | Path) -> Any:
     except Exception as exc:  # Keras raises many types for corrupt or foreign files
         raise ExportError(f"cannot load Keras model {path}: {exc}") from exc
     try:
-        classifier_shape(model)
+        model_signature(model)
     except ExportError as exc:
         raise ExportError(f"{path}: {exc}") from None
     return model
 
 
 def classifier_shape(model: Any) -> tuple[int, int]:
-    """(features, classes) of a model that maps (batch, F) to float32 (batch, C).
+    """(values per example, classes) of a servable classifier (see `model_signature`)."""
+    inputs, outputs = model_signature(model)
+    return math.prod(inputs.shape), outputs.shape[-1]
+
+
+def model_signature(model: Any) -> tuple[InputSpec, OutputSpec]:
+    """The input and output specs of a model with one input (batch, d1, ..., dk) of fixed
+    dimensions and one float32 output (batch, ..., classes).
 
     Bundles serve float32, as DeepVariant's small model computes; a float64 or float16
-    output is refused here rather than rounded without a word (or failing later, in the
-    runtime's check of the ONNX file against the manifest).
+    output is refused here rather than rounded without a word. A subclassed model has no
+    symbolic inputs: its build config gives the input shape and one call on zeros the
+    output's.
     """
-    inputs, outputs = model.inputs, model.outputs
+    in_shape, in_dtype, out_shape, out_dtype = _io_shapes(model)
+    if len(in_shape) < 2 or len(out_shape) < 2:
+        raise ExportError(
+            f"expected a batch of examples in and a batch of class scores out; the model maps "
+            f"{in_shape} -> {out_shape}"
+        )
+    for what, shape in (("input", in_shape), ("output", out_shape)):
+        unfixed = [axis for axis, size in enumerate(shape) if axis and size is None]
+        if unfixed:
+            raise ExportError(
+                f"the model's {what} {shape} has no fixed size on axis {unfixed[0]}; bundles "
+                "serve fixed example shapes: build the model on keras.Input(shape=(...)) with "
+                "every dimension given"
+            )
+    if out_dtype != "float32":
+        raise ExportError(
+            f"the model's output is {out_dtype}; kerasport serves float32 outputs only (as "
+            "DeepVariant's small model computes): give the last layer dtype='float32'"
+        )
+    if in_dtype not in INPUT_DTYPES:
+        raise ExportError(
+            f"the model's input is {in_dtype}; kerasport serves {', '.join(INPUT_DTYPES)} inputs"
+        )
+    inputs = InputSpec(tuple(in_shape[1:]), in_dtype, _index_range(model))
+    return inputs, OutputSpec(tuple(out_shape[1:]), head_kind(model))
+
+
+def _io_shapes(model: Any) -> tuple[tuple[Any, ...], str, tuple[Any, ...], str]:
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except AttributeError:  # a subclassed model
+        return _called_shapes(model)
     if len(inputs) != 1 or len(outputs) != 1:
         raise ExportError(
             f"expected one input and one output; the model has {len(inputs)} and {len(outputs)}"
         )
-    in_shape, out_shape = tuple(inputs[0].shape), tuple(outputs[0].shape)
-    if len(in_shape) != 2 or in_shape[1] is None or len(out_shape) != 2 or out_shape[1] is None:
+    return (
+        tuple(inputs[0].shape),
+        _dtype_name(inputs[0].dtype),
+        tuple(outputs[0].shape),
+        _dtype_name(outputs[0].dtype),
+    )
+
+
+def _called_shapes(model: Any) -> tuple[tuple[Any, ...], str, tuple[Any, ...], str]:
+    """Shapes of a subclassed model: its build config's input, and one call's output."""
+    import numpy as np
+
+    config = model.get_build_config() if hasattr(model, "get_build_config") else None
+    shape = (config or {}).get("input_shape")
+    if not isinstance(shape, (list, tuple)) or not shape or isinstance(shape[0], (list, tuple)):
         raise ExportError(
-            f"expected a (batch, features) -> (batch, classes) classifier; the model maps "
-            f"{in_shape} -> {out_shape}"
+            "the subclassed model records no single input shape (it was never built or called "
+            "on one array): call it once on a batch of examples before saving"
         )
-    dtype = str(getattr(outputs[0].dtype, "name", outputs[0].dtype))
-    if dtype != "float32":
-        raise ExportError(
-            f"the model's output is {dtype}; kerasport serves float32 outputs only (as "
-            "DeepVariant's small model computes): give the last layer dtype='float32'"
-        )
-    return int(in_shape[1]), int(out_shape[1])
+    in_shape = (None, *shape[1:])
+    if any(size is None for size in in_shape[1:]):
+        return in_shape, "float32", (None,), "float32"  # refused by the caller, naming the axis
+    try:
+        output = model(np.zeros((2, *in_shape[1:]), np.float32), training=False)
+    except Exception as exc:  # a model that cannot run on its own build shape
+        raise ExportError(f"the model fails on a batch of its own input shape: {exc}") from exc
+    if isinstance(output, (list, tuple, dict)):
+        raise ExportError(f"expected one output; the model returns {len(output)}")
+    return in_shape, "float32", (None, *tuple(output.shape)[1:]), _dtype_name(output.dtype)
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(getattr(dtype, "name", dtype))
+
+
+def _index_range(model: Any) -> tuple[int, int] | None:
+    """[0, vocabulary) when the model's input feeds an Embedding directly, else None."""
+    try:
+        inbound = [layer for layer in model.layers if _reads_model_input(model, layer)]
+    except AttributeError:
+        return None
+    sizes = [int(layer.input_dim) for layer in inbound if type(layer).__name__ == "Embedding"]
+    return (0, min(sizes)) if sizes else None
+
+
+def _reads_model_input(model: Any, layer: Any) -> bool:
+    try:
+        source = model.inputs[0]
+        return any(t is source for node in layer._inbound_nodes for t in node.input_tensors)
+    except (AttributeError, IndexError):
+        return False
+
+
+def head_kind(model: Any) -> str:
+    """How the output reads: "softmax" over classes, "sigmoid" per class, or "linear"."""
+    layer = _head_layer(model)
+    if _is_softmax(layer):
+        return "softmax"
+    return "sigmoid" if _activation_name(layer) == "sigmoid" else "linear"
 
 
 def head_warning(model: Any) -> str | None:
@@ -101,14 +188,12 @@ def head_warning(model: Any) -> str | None:
     DeepVariant reads each row as probabilities: arg-max is the genotype and max(p) the
     GQ. A sigmoid, linear (logits) or regression head exports and serves as faithfully, but
     those readings would be wrong, so export says so rather than call it a classifier.
-    The head is the last layer that is not the identity at inference (Dropout and the like).
     """
-    layers = [layer for layer in model.layers if type(layer).__name__ not in _INFERENCE_IDENTITY]
-    layer = layers[-1] if layers else None
-    classes = int(model.outputs[0].shape[-1])
+    layer = _head_layer(model)
+    classes = model_signature(model)[1].shape[-1]
     if _is_softmax(layer) and classes > 1:
         return None
-    head = getattr(getattr(layer, "activation", None), "__name__", None) or type(layer).__name__
+    head = _activation_name(layer) or type(layer).__name__
     meaning = "always 1" if _is_softmax(layer) else _HEAD_MEANING.get(head)
     return (
         f"the model's head is {head!r} over {classes} output(s)"
@@ -118,8 +203,33 @@ def head_warning(model: Any) -> str | None:
     )
 
 
+def _head_layer(model: Any) -> Any:
+    """The layer that computes the output, looking through layers that are the identity at
+    inference (Dropout and the like): the output tensor's own layer in a Functional model,
+    the last layer of a Sequential or subclassed one."""
+    try:
+        layer = model.outputs[0]._keras_history.operation
+        while type(layer).__name__ in _INFERENCE_IDENTITY:
+            layer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+        return layer
+    except (AttributeError, IndexError):
+        kept = [layer for layer in model.layers if type(layer).__name__ not in _INFERENCE_IDENTITY]
+        return kept[-1] if kept else None
+
+
+def _activation_name(layer: Any) -> str | None:
+    return getattr(getattr(layer, "activation", None), "__name__", None)
+
+
 def _is_softmax(layer: Any) -> bool:
     """A softmax over the last axis: a layer's softmax activation, or a Softmax layer."""
-    if getattr(getattr(layer, "activation", None), "__name__", None) == "softmax":
+    if _activation_name(layer) == "softmax":
         return True
-    return type(layer).__name__ == "Softmax" and getattr(layer, "axis", None) in (-1, 1)
+    if type(layer).__name__ != "Softmax":
+        return False
+    axis = getattr(layer, "axis", None)
+    try:
+        rank = len(layer.output.shape)
+    except (AttributeError, ValueError):  # a layer of a subclassed model has no symbolic output
+        rank = 2
+    return axis in (-1, rank - 1)

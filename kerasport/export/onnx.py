@@ -1,10 +1,13 @@
-"""Convert a Keras classifier to ONNX with tf2onnx, keeping the batch dimension dynamic."""
+"""Convert a Keras model to ONNX with tf2onnx, keeping the batch dimension dynamic."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from kerasport.errors import ExportError
+from kerasport.export.onnx_ops import repair_graph
+from kerasport.manifest import InputSpec
 from kerasport.quiet import quiet_import
 
 INPUT_NAME = "examples"
@@ -14,11 +17,13 @@ DEFAULT_OPSET = 17
 MAX_OPSET = 23
 
 
-def keras_to_onnx(model: Any, num_features: int, opset: int = DEFAULT_OPSET) -> Any:
-    """Return an `onnx.ModelProto` computing `model(x, training=False)` for x of shape (N, F).
+def keras_to_onnx(model: Any, inputs: InputSpec, opset: int = DEFAULT_OPSET) -> Any:
+    """Return an `onnx.ModelProto` computing `model(x, training=False)` for a batch x of
+    examples shaped `inputs.shape`.
 
-    tf2onnx's `from_function` with an explicit `TensorSpec((None, F))` works on a model that
-    was never called (Keras 3's own ONNX export refuses those) and leaves N dynamic. The IR
+    tf2onnx's `from_function` with an explicit `TensorSpec((None, ...))` works on a model
+    that was never called (Keras 3's own ONNX export refuses those) and leaves the batch
+    dynamic. Ops tf2onnx leaves unconverted are rewritten or refused (`repair_graph`). The IR
     version is lowered to the least the opset needs, so older runtimes accept the file.
     """
     check_opset(opset)
@@ -26,15 +31,58 @@ def keras_to_onnx(model: Any, num_features: int, opset: int = DEFAULT_OPSET) -> 
     tf = quiet_import("tensorflow")
     import tf2onnx
 
-    signature = (tf.TensorSpec((None, num_features), tf.float32, name=INPUT_NAME),)
+    signature = (tf.TensorSpec((None, *inputs.shape), inputs.dtype, name=INPUT_NAME),)
     function = tf.function(lambda x: model(x, training=False))
     try:
         proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+    except Exception as exc:  # tf2onnx raises many types for unsupported graphs
+        raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {exc}") from exc
+    repair_graph(proto, layer_names(model))
+    try:
         proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import))
         onnx.checker.check_model(proto, full_check=True)
-    except Exception as exc:  # tf2onnx and onnx raise many types for unsupported graphs
-        raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {exc}") from exc
+    except Exception as exc:  # onnx raises its own types for a graph it finds invalid
+        raise ExportError(f"tf2onnx wrote an invalid ONNX graph at opset {opset}: {exc}") from exc
     return proto
+
+
+def layer_names(model: Any) -> list[str]:
+    """Every layer's name, nested models' layers included: what a graph node may name."""
+    flatten = getattr(model, "_flatten_layers", None)
+    layers = flatten(include_self=False, recursive=True) if flatten else model.layers
+    return [layer.name for layer in layers]
+
+
+def row_bytes(proto: Any) -> int:
+    """Working memory one example needs in the engine, from the graph's inferred shapes:
+    the two largest tensors a node reads and writes, in float32 (an estimate that bounds the
+    chunk size; the batch axis is the symbolic one)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    graph = inferred.graph
+    sizes = {
+        value.name: _per_example(value)
+        for value in [*graph.input, *graph.value_info, *graph.output]
+    }
+    largest = max(
+        (
+            max((sizes.get(n, 0) for n in node.input), default=0)
+            + max((sizes.get(n, 0) for n in node.output), default=0)
+            for node in graph.node
+        ),
+        default=0,
+    )
+    return 4 * max(largest, 1)
+
+
+def _per_example(value: Any) -> int:
+    """Elements per example of a tensor whose first axis is the batch (symbolic), else 0."""
+    dims = value.type.tensor_type.shape.dim
+    if not dims or dims[0].HasField("dim_value"):
+        return 0  # a weight or a shape tensor: not per example
+    sizes = [d.dim_value if d.HasField("dim_value") else 0 for d in dims[1:]]
+    return math.prod(sizes) if all(sizes) else 0
 
 
 def check_opset(opset: int) -> None:

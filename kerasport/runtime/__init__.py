@@ -56,8 +56,9 @@ def load_partial(bundle_dir: str | Path, backend: str = AUTO, threads: int = 1) 
     runner = open_runner(backend, bundle, manifest, threads)
     return Classifier(
         runner,
-        manifest.num_features,
-        manifest.num_classes,
+        manifest.inputs,
+        manifest.outputs,
+        manifest.row_bytes or 1,
         manifest.artifacts[runner.artifact].backend,
         runner.artifact,
         manifest.feature_names,

@@ -3,57 +3,72 @@
 Code written for a Keras model runs unchanged at each of DeepVariant's call sites:
 `model.predict(x, batch_size=128, verbose=0)` (r1.10), `model(x)` (PR 1089) and
 `model.predict_on_batch(x[i : i + batch_size])` (current upstream). Rows go through in chunks
-of at most MAX_CHUNK_ROWS into one preallocated output, so memory stays bounded however many
-rows a region has and whatever batch size the caller asks for; results do not depend on the
-chunking, so they are the bits one big call would give.
+of at most MAX_CHUNK_ROWS rows and MAX_CHUNK_BYTES of the engine's working memory into one
+preallocated output, so memory stays bounded however many rows a region has, however large
+one example is (a 256 x 256 tile), and whatever batch size the caller asks for; results do
+not depend on the chunking, so they are the bits one big call would give.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from kerasport.errors import InputError
+from kerasport.manifest import InputSpec, OutputSpec
 from kerasport.runtime.backends import Runner
-from kerasport.runtime.inputs import as_examples_array, check_finite, positive_int
+from kerasport.runtime.inputs import as_examples_array, check_chunk, positive_int
 
 # The most rows one engine call sees: bounds the engine's working memory (for a 750-wide
 # model, about 6 MB of activations) whatever batch size the caller asks for. `__call__` and
 # `predict_on_batch`, which have no batch size in Keras, use this chunk too.
 MAX_CHUNK_ROWS = 1024
+# The most working memory (the manifest's per-example estimate times rows) one engine call
+# may need: a DeepVariant-sized row needs 6 kB, so only large examples are held to fewer rows.
+MAX_CHUNK_BYTES = 64 << 20
 
 
 class Classifier:
     """Keras-compatible `predict`, `predict_on_batch` and `__call__` over a backend runner.
 
     `backend` and `artifact` say what serves the calls (a TVM bundle may hold one library
-    per target CPU); `feature_names` are the model's, in order, when the bundle recorded
-    DeepVariant's small_model_info.json, so a caller can check its features before a
-    genome-long run (`check_feature_names`).
+    per target CPU); `input_shape` and `output_shape` are one example's (classes last) and
+    `head` how to read the scores; `feature_names` are the model's, in order, when the bundle
+    recorded DeepVariant's small_model_info.json, so a caller can check its features before
+    a genome-long run (`check_feature_names`).
     """
 
     def __init__(
         self,
         runner: Runner,
-        num_features: int,
-        num_classes: int,
+        inputs: InputSpec,
+        outputs: OutputSpec,
+        row_bytes: int,
         backend: str,
         artifact: str,
         feature_names: list[str] | None = None,
     ) -> None:
         self._runner = runner
-        self.num_features = num_features
-        self.num_classes = num_classes
+        self._inputs = inputs
+        self.input_shape = inputs.shape
+        self.input_dtype = inputs.dtype
+        self.output_shape = outputs.shape
+        self.head = outputs.head
+        self.num_features = math.prod(inputs.shape)
+        self.num_classes = outputs.shape[-1]
+        self._max_rows = max(1, min(MAX_CHUNK_ROWS, MAX_CHUNK_BYTES // row_bytes))
         self.backend = backend
         self.artifact = artifact
         self.feature_names = None if feature_names is None else tuple(feature_names)
 
     def __repr__(self) -> str:
-        return (
-            f"Classifier({self.num_features} features -> {self.num_classes} classes, "
-            f"backend={self.backend!r}, artifact={self.artifact!r})"
-        )
+        if len(self.input_shape) == 1 and len(self.output_shape) == 1:
+            shapes = f"{self.num_features} features -> {self.num_classes} classes"
+        else:
+            shapes = f"{self.input_shape} -> {self.output_shape}"
+        return f"Classifier({shapes}, backend={self.backend!r}, artifact={self.artifact!r})"
 
     def check_feature_names(self, names: Any) -> None:
         """Refuse a caller whose features are not the model's, naming the first difference."""
@@ -74,36 +89,35 @@ class Classifier:
         )
 
     def predict(self, examples: Any, batch_size: int | None = 128, verbose: Any = 0) -> np.ndarray:
-        """Class probabilities, float32 (N, num_classes); `verbose` is accepted, ignored."""
+        """Class scores, float32 (N, *output_shape); `verbose` is accepted, ignored."""
         del verbose  # accepted for Keras compatibility; nothing is printed
         # batch_size=None means Keras' own default of 32
         chunk_rows = 32 if batch_size is None else positive_int(batch_size, "batch_size")
-        return self._run_chunked(as_examples_array(examples, self.num_features), chunk_rows)
+        return self._run_chunked(as_examples_array(examples, self._inputs), chunk_rows)
 
     def predict_on_batch(self, x: Any) -> np.ndarray:
         """Keras' one-batch predict; a huge batch still runs in bounded chunks."""
-        return self._run_chunked(as_examples_array(x, self.num_features), MAX_CHUNK_ROWS)
+        return self._run_chunked(as_examples_array(x, self._inputs), MAX_CHUNK_ROWS)
 
     def __call__(self, examples: Any, training: bool = False) -> np.ndarray:
         """Keras' direct call; `training=True` is refused since there is nothing to train."""
         if training:
             raise InputError("a kerasport classifier runs inference only; training=True is refused")
-        return self._run_chunked(as_examples_array(examples, self.num_features), MAX_CHUNK_ROWS)
+        return self._run_chunked(as_examples_array(examples, self._inputs), MAX_CHUNK_ROWS)
 
     def _run_chunked(self, array: np.ndarray, chunk_rows: int) -> np.ndarray:
-        chunk_rows = min(chunk_rows, MAX_CHUNK_ROWS)
+        chunk_rows = min(chunk_rows, self._max_rows)
         rows = array.shape[0]
         if rows <= chunk_rows:  # the common per-region call: one chunk, no extra copy
             if rows == 0:
-                return np.empty((0, self.num_classes), dtype=np.float32)
+                return np.empty((0, *self.output_shape), dtype=np.float32)
             return self._run_chunk(array, 0)
-        output = np.empty((rows, self.num_classes), dtype=np.float32)
+        output = np.empty((rows, *self.output_shape), dtype=np.float32)
         for start in range(0, rows, chunk_rows):
             stop = min(start + chunk_rows, rows)
             output[start:stop] = self._run_chunk(array[start:stop], start)
         return output
 
     def _run_chunk(self, chunk: np.ndarray, first_row: int) -> np.ndarray:
-        if chunk.dtype.kind == "f":
-            check_finite(chunk, first_row)
+        check_chunk(chunk, first_row, self._inputs)
         return self._runner.run(chunk)

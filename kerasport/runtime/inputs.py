@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from kerasport.errors import InputError
+from kerasport.manifest import InputSpec
 
 _NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
 
 
-def as_examples_array(examples: Any, num_features: int) -> np.ndarray:
-    """View `examples` as a 2-D numeric array of shape (N, num_features), without copying arrays."""
+def as_examples_array(examples: Any, spec: InputSpec) -> np.ndarray:
+    """View `examples` as a numeric array of shape (N, *spec.shape), without copying arrays."""
     if isinstance(examples, np.ndarray):
         array = examples
     elif examples is None or isinstance(examples, (dict, str, bytes, Iterator)):
@@ -36,7 +37,18 @@ def as_examples_array(examples: Any, num_features: int) -> np.ndarray:
     if array.dtype.kind not in _NUMERIC_KINDS:
         raise InputError(f"examples must be numeric (int or float); got dtype {array.dtype}")
     if array.ndim == 1 and array.size == 0:
-        array = array.reshape(0, num_features)
+        array = array.reshape(0, *spec.shape)
+    if len(spec.shape) == 1:
+        _check_table(array, spec.shape[0])
+    elif array.shape[1:] != spec.shape:
+        raise InputError(
+            f"examples must be shaped (N, {', '.join(map(str, spec.shape))}); got an array of "
+            f"shape {array.shape}"
+        )
+    return array
+
+
+def _check_table(array: np.ndarray, num_features: int) -> None:
     if array.ndim != 2:
         raise InputError(
             f"examples must be 2-D (rows, {num_features} features); got {array.ndim}-D "
@@ -46,7 +58,15 @@ def as_examples_array(examples: Any, num_features: int) -> np.ndarray:
         raise InputError(
             f"examples have {array.shape[1]} features per row; this model takes {num_features}"
         )
-    return array
+
+
+def check_chunk(chunk: np.ndarray, first_row: int, spec: InputSpec) -> None:
+    """The value checks one chunk needs before the engine sees it: finite floats for a
+    float input; integers inside the vocabulary for an Embedding's indices."""
+    if spec.index_range is not None or spec.dtype != "float32":
+        check_indices(chunk, first_row, spec)
+    elif chunk.dtype.kind == "f":
+        check_finite(chunk, first_row)
 
 
 def check_finite(chunk: np.ndarray, first_row: int) -> None:
@@ -61,12 +81,60 @@ def check_finite(chunk: np.ndarray, first_row: int) -> None:
     finite = np.isfinite(chunk)
     if finite.all():
         return
-    bad = int(np.flatnonzero(~finite.all(axis=1))[0])
-    value = chunk[bad][~finite[bad]][0]
+    row, position, value = _first_bad(finite, chunk)
     raise InputError(
-        f"examples row {first_row + bad} contains {value} (NaN or infinity after the "
-        f"float32 cast); examples must be finite"
+        f"examples row {first_row + row}{_at(position, table_too=False)} contains {value} "
+        "(NaN or infinity after the float32 cast); examples must be finite"
     )
+
+
+def check_indices(chunk: np.ndarray, first_row: int, spec: InputSpec) -> None:
+    """Refuse what an integer input cannot take as an integer, naming the row and position:
+    a non-integral or non-finite float, or (for an Embedding) an index outside [low, high).
+
+    Keras would cast such a value or clamp the index without a word; a wrong token is a
+    wrong answer, so it is an error here.
+    """
+    if chunk.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            integral = np.isfinite(chunk) & (np.floor(chunk) == chunk)
+        if not integral.all():
+            row, position, value = _first_bad(integral, chunk)
+            raise InputError(
+                f"examples row {first_row + row}{_at(position)} holds {value}, but this model "
+                f"takes integers ({spec.dtype})"
+            )
+    low, high = spec.index_range or _dtype_range(spec.dtype)
+    inside = (chunk >= low) & (chunk < high)
+    if not inside.all():
+        row, position, value = _first_bad(inside, chunk)
+        what = (
+            f"the Embedding's vocabulary [{low}, {high})"
+            if spec.index_range is not None
+            else f"{spec.dtype}"
+        )
+        raise InputError(
+            f"examples row {first_row + row}{_at(position)} holds {value}, outside {what}"
+        )
+
+
+def _dtype_range(dtype: str) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max) + 1
+
+
+def _first_bad(mask: np.ndarray, chunk: np.ndarray) -> tuple[int, tuple[int, ...], Any]:
+    """The row, in-row position and value of the chunk where its mask is first False."""
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmin(mask.reshape(-1))), mask.shape))
+    return index[0], index[1:], chunk[index]
+
+
+def _at(position: tuple[int, ...], table_too: bool = True) -> str:
+    """ ", position (i, j)" inside one example; a table's NaN message names the row only,
+    as it always has (`table_too=False`)."""
+    if not position or (len(position) == 1 and not table_too):
+        return ""
+    return f", position {position[0] if len(position) == 1 else position}"
 
 
 def positive_int(value: Any, name: str) -> int:

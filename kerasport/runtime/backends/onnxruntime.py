@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,12 @@ from kerasport.errors import BundleError
 from kerasport.manifest import Artifact, Manifest, artifacts_of, checked_bytes
 
 # Chunks up to this many rows run through a binding kept per row count (at most ~2.4 MB for
-# a 70-feature model); DeepVariant's per-region calls have 3.5 rows on average.
+# a 70-feature model); DeepVariant's per-region calls have 3.5 rows on average. Large
+# examples get bindings only while one slot stays within BOUND_MAX_BYTES.
 BOUND_MAX_ROWS = 128
+BOUND_MAX_BYTES = 4 << 20
+_DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
+_ONNX_TYPES = {"float32": "tensor(float)", "int32": "tensor(int32)", "int64": "tensor(int64)"}
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -40,11 +45,12 @@ class _BoundSlot:
     """Input and output buffers of one row count, bound to the session once."""
 
     def __init__(self, session: ort.InferenceSession, manifest: Manifest, rows: int) -> None:
-        self.inputs = np.empty((rows, manifest.num_features), dtype=np.float32)
-        self.outputs = np.empty((rows, manifest.num_classes), dtype=np.float32)
+        dtype = _DTYPES[manifest.inputs.dtype]
+        self.inputs = np.empty((rows, *manifest.inputs.shape), dtype=dtype)
+        self.outputs = np.empty((rows, *manifest.outputs.shape), dtype=np.float32)
         self.binding = session.io_binding()
         self.binding.bind_input(
-            manifest.input_name, "cpu", 0, np.float32, self.inputs.shape, self.inputs.ctypes.data
+            manifest.input_name, "cpu", 0, dtype, self.inputs.shape, self.inputs.ctypes.data
         )
         self.binding.bind_output(
             manifest.output_name, "cpu", 0, np.float32, self.outputs.shape,
@@ -73,13 +79,16 @@ class OnnxRuntimeRunner:
         check_signature(self._session, manifest, where)
         self.artifact = artifact
         self._manifest = manifest
+        self._dtype = _DTYPES[manifest.inputs.dtype]
+        io_bytes = 4 * (manifest.num_features + math.prod(manifest.outputs.shape))
+        self._bound_rows = min(BOUND_MAX_ROWS, BOUND_MAX_BYTES // io_bytes)
         self._output_names = [manifest.output_name]
         self._local = threading.local()
 
     def run(self, chunk: np.ndarray) -> np.ndarray:
         rows = chunk.shape[0]
-        if rows > BOUND_MAX_ROWS:
-            inputs = np.ascontiguousarray(chunk, dtype=np.float32)
+        if rows > self._bound_rows:
+            inputs = np.ascontiguousarray(chunk, dtype=self._dtype)
             result: np.ndarray = self._session.run(
                 self._output_names, {self._manifest.input_name: inputs}
             )[0]
@@ -112,10 +121,10 @@ def check_signature(session: ort.InferenceSession, manifest: Manifest, where: st
         ("output count", 1, len(outputs)),
         ("input name", manifest.input_name, inputs[0].name if inputs else None),
         ("output name", manifest.output_name, outputs[0].name if outputs else None),
-        ("input dtype", "tensor(float)", inputs[0].type if inputs else None),
+        ("input dtype", _ONNX_TYPES[manifest.inputs.dtype], inputs[0].type if inputs else None),
         ("output dtype", "tensor(float)", outputs[0].type if outputs else None),
-        ("feature count", manifest.num_features, _width(inputs[0].shape) if inputs else None),
-        ("class count", manifest.num_classes, _width(outputs[0].shape) if outputs else None),
+        _shape_check("input", "feature", manifest.inputs.shape, inputs),
+        _shape_check("output", "class", manifest.outputs.shape, outputs),
     ]
     for what, promised, actual in expected:
         if promised != actual:
@@ -125,9 +134,23 @@ def check_signature(session: ort.InferenceSession, manifest: Manifest, where: st
             )
 
 
-def _width(shape: list[Any]) -> Any:
-    """The second dimension of a (batch, width) signature; anything else is returned whole."""
-    return shape[1] if len(shape) == 2 else shape
+def _shape_check(
+    role: str, unit: str, promised: tuple[int, ...], args: list[Any]
+) -> tuple[str, Any, Any]:
+    """(what, promised, actual) for one example's shape: a (batch, width) signature is
+    compared as its width ("feature count", "class count"), any other as a shape. An axis
+    the graph leaves symbolic is taken as promised: only fixed sizes can disagree."""
+    if not args:
+        return f"{role} shape", promised, None
+    shape = list(args[0].shape)
+    if len(shape) != len(promised) + 1:
+        return f"{role} shape", promised, tuple(shape)
+    actual = tuple(
+        d if isinstance(d, int) else p for d, p in zip(shape[1:], promised, strict=True)
+    )
+    if len(promised) == 1:
+        return f"{unit} count", promised[0], actual[0]
+    return f"{role} shape", promised, actual
 
 
 def can_serve(artifact: Artifact) -> bool:

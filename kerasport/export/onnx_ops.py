@@ -1,0 +1,77 @@
+"""Make a converted graph one ONNX Runtime can run, or refuse it naming the layer and the op.
+
+tf2onnx does not fail on a TensorFlow op it cannot convert: it logs it, leaves the op in the
+graph under its TensorFlow name and still writes the file, so the break would show only when
+ONNX Runtime loads the bundle. Exact gelu is the common case: TensorFlow computes it with
+`Erfc`, which ONNX does not have (tensorflow-onnx #2347). Here each such op is rewritten with
+an exact ONNX equivalent when one exists, and any op left that the ONNX standard does not
+define at the bundle's opset is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kerasport.errors import ExportError
+
+
+def repair_graph(proto: Any, layer_names: Iterable[str]) -> None:
+    """Rewrite ops ONNX lacks in place, then refuse what is still not standard ONNX."""
+    graph = proto.graph
+    for index in reversed(range(len(graph.node))):
+        node = graph.node[index]
+        rewrite = _REWRITES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rewrite is not None:
+            replacement = rewrite(node, graph)
+            del graph.node[index]
+            for offset, new in enumerate(replacement):
+                graph.node.insert(index + offset, new)
+    refuse_unknown_ops(proto, list(layer_names))
+
+
+def refuse_unknown_ops(proto: Any, layer_names: list[str]) -> None:
+    """Refuse the first node whose op the ONNX standard (at the model's opset) lacks."""
+    import onnx
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    for node in proto.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if opset is None or not onnx.defs.has(node.op_type, opset, ""):
+            layer = layer_of(node.name, layer_names)
+            raise ExportError(
+                f"layer {layer!r}: tf2onnx left the TensorFlow op {node.op_type!r} unconverted "
+                f"(ONNX opset {opset} has no such operator, so ONNX Runtime cannot run it); "
+                "replace the layer or its activation"
+                if layer
+                else f"tf2onnx left the TensorFlow op {node.op_type!r} (node {node.name!r}) "
+                f"unconverted; ONNX opset {opset} has no such operator"
+            )
+
+
+def layer_of(node_name: str, layer_names: list[str]) -> str | None:
+    """The Keras layer a converted node came from: tf2onnx names nodes by TensorFlow scope
+    (`model/dense_1/Erfc`), whose components are layer names."""
+    parts = set(node_name.replace(":", "/").split("/"))
+    named = [name for name in layer_names if name in parts]
+    return max(named, key=len) if named else None
+
+
+def _erfc(node: Any, graph: Any) -> list[Any]:
+    """Erfc(x) = 1 - Erf(x): exact in real arithmetic; in float32 it differs from a direct
+    erfc by at most one ULP of 1 where erfc is small, and gelu multiplies that by x/2, which
+    is far below the export check's tolerance."""
+    import numpy as np
+    import onnx
+
+    one = f"{node.name}/one"
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.0, np.float32), one))
+    erf_out = f"{node.name}/erf"
+    return [
+        onnx.helper.make_node("Erf", [node.input[0]], [erf_out], name=f"{node.name}/Erf"),
+        onnx.helper.make_node("Sub", [one, erf_out], list(node.output), name=node.name),
+    ]
+
+
+_REWRITES: dict[str, Callable[[Any, Any], list[Any]]] = {"Erfc": _erfc}
