@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from kerasport.errors import ExportError
 from kerasport.export.onnx_ops import repair_graph
 from kerasport.manifest import InputSpec
-from kerasport.quiet import quiet_import
+from kerasport.quiet import VERBOSE_ENV, quiet_import
 
 INPUT_NAME = "examples"
 DEFAULT_OPSET = 17
@@ -34,7 +38,10 @@ def keras_to_onnx(model: Any, inputs: InputSpec, opset: int = DEFAULT_OPSET) -> 
     signature = (tf.TensorSpec((None, *inputs.shape), inputs.dtype, name=INPUT_NAME),)
     function = tf.function(lambda x: model(x, training=False))
     try:
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+        with _tf2onnx_log_held_back():
+            proto, _ = tf2onnx.convert.from_function(
+                function, input_signature=signature, opset=opset
+            )
     except Exception as exc:  # tf2onnx raises many types for unsupported graphs
         raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {exc}") from exc
     repair_graph(proto, layer_names(model))
@@ -44,6 +51,21 @@ def keras_to_onnx(model: Any, inputs: InputSpec, opset: int = DEFAULT_OPSET) -> 
     except Exception as exc:  # onnx raises its own types for a graph it finds invalid
         raise ExportError(f"tf2onnx wrote an invalid ONNX graph at opset {opset}: {exc}") from exc
     return proto
+
+
+@contextlib.contextmanager
+def _tf2onnx_log_held_back() -> Iterator[None]:
+    """tf2onnx logs each op it leaves unconverted ("Tensorflow op ... is not supported") at
+    ERROR; `repair_graph` rewrites or refuses those ops itself, naming the layer, so the log
+    would only mislead. KERASPORT_VERBOSE shows it."""
+    logger = logging.getLogger("tf2onnx")
+    saved = logger.level
+    if not os.environ.get(VERBOSE_ENV):
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 def layer_names(model: Any) -> list[str]:
