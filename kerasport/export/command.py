@@ -43,11 +43,13 @@ def run(args: argparse.Namespace) -> int:
     targets = args.target or (["auto"] if args.tvm else [])
     bundle = export_bundle(args.model, args.out, opset=args.opset, tvm_targets=targets)
     manifest = read_manifest(bundle)
-    outputs = f"{manifest.num_classes} " + ("class" if manifest.num_classes == 1 else "classes")
-    print(
-        f"wrote {bundle}: {manifest.num_features} features -> {outputs}, "
-        f"artifacts: {', '.join(manifest.artifacts)}"
-    )
+    inputs, outputs = manifest.inputs, manifest.outputs
+    if len(inputs.shape) == 1 and len(outputs.shape) == 1 and inputs.dtype == "float32":
+        classes = "class" if manifest.num_classes == 1 else "classes"
+        shapes = f"{manifest.num_features} features -> {manifest.num_classes} {classes}"
+    else:
+        shapes = f"{inputs.dtype} {inputs.shape} -> float32 {outputs.shape} ({outputs.head} head)"
+    print(f"wrote {bundle}: {shapes}, artifacts: {', '.join(manifest.artifacts)}")
     for warning in manifest.warnings:
         print(f"warning: {warning}")
     return 0
