@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,14 @@ import numpy as np
 
 from kerasport.assets import ASSETS
 from kerasport.bench import BenchError
+from kerasport.jsonfile import read_json_file
 
 COUNT_COLUMN = "num examples"
 TRACE_GLOB = "make_examples_runtime-*.tsv"
 _TRACE_SUBDIR = Path("shared") / "data" / "make-examples-runtime"
 SUMMARY_PATH = ASSETS / "trace-summary.json"
 SUMMARY_FORMAT = "kerasport trace summary 1"
+MAX_SUMMARY_BYTES = 16 << 20  # the shipped one is 2.8 KB: one count per distinct call size
 SHUFFLE_SEED = 1089  # fixes the order of a summary's calls, so runs replay the same sequence
 
 
@@ -164,10 +165,7 @@ def summarize(trace: Trace, made_by: str, note: str) -> dict[str, Any]:
 
 def load_summary(path: Path = SUMMARY_PATH) -> dict[str, Any]:
     """Read a trace summary and check that its totals agree with its histogram."""
-    try:
-        summary = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot read trace summary {path}: {exc}") from exc
+    summary = read_json_file(path, BenchError, "trace summary", max_bytes=MAX_SUMMARY_BYTES)
     if not isinstance(summary, dict) or summary.get("format") != SUMMARY_FORMAT:
         raise BenchError(f"{path} is not a trace summary ({SUMMARY_FORMAT!r})")
     rows_of, calls_of = _histogram(summary)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kerasport.atomic import current_umask
+from kerasport.diskspace import write_error
 from kerasport.errors import BundleError, ExportError
 from kerasport.manifest import partial_prefix, read_manifest
 
@@ -44,12 +45,32 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
     left behind is recognised and cleared by the next export to the same place.
     """
     out = check_destination(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(ExportError, out.parent, exc, "creating") from exc
     clear_stale(out)
-    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(out.name, os.getpid()), dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(out.name, os.getpid()), dir=out.parent))
+    except OSError as exc:
+        raise write_error(ExportError, out.parent, exc, "creating a directory in") from exc
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the bundle from others
         fill(tmp)
+        _rename_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _rename_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished `tmp` to `out`, moving an existing bundle aside until it is in.
+
+    A rename needs no data blocks but may need a directory block, so even it can meet a full
+    disk; that is reported as such, naming the bundle.
+    """
+    try:
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex}"
             out.rename(old)
@@ -61,10 +82,8 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
             shutil.rmtree(old)
         else:
             tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    except OSError as exc:
+        raise write_error(ExportError, out, exc, "renaming the new bundle into place at") from exc
 
 
 def clear_stale(out: Path) -> None:

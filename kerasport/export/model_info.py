@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from kerasport.errors import ExportError
+from kerasport.jsonfile import read_json_file
 from kerasport.manifest import sha256_file
 
 MODEL_INFO_NAME = "small_model_info.json"
+# DeepVariant's WGS model's is 2.8 KB (70 feature names); 1 MiB holds thousands of names and
+# a large training config, and bounds what export reads before it has checked anything.
+MAX_MODEL_INFO_BYTES = 1 << 20
 
 
 def read_model_info(
@@ -27,12 +31,12 @@ def read_model_info(
     exporting anyway would record names the model does not take.
     """
     path = model_path.parent / MODEL_INFO_NAME
-    if not path.is_file():
+    if not path.exists():
         return None, None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ExportError(f"unreadable {path}: {exc}") from exc
+    # DeepVariant writes it with Python's json, which spells a NaN in its training config as
+    # NaN; only the names, shape and version are used, so such constants are let through.
+    data = read_json_file(path, ExportError, "DeepVariant model info",
+                          max_bytes=MAX_MODEL_INFO_BYTES, allow_non_finite=True)
     names = data.get("model_features") if isinstance(data, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise ExportError(f"{path}: model_features must be a list of feature names")

@@ -31,10 +31,9 @@ _UNSET: Any = object()
 
 def load_report(path: str | Path) -> Report:
     """Read a stored report, naming the file in any error."""
+    data = read_json(path)  # an InputError naming the file when it is not JSON
     try:
-        return Report.from_json(read_json(path))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read report: {exc}") from exc
+        return Report.from_json(data)
     except (KeyError, TypeError, ValueError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise InputError(f"{path}: not a usable kerasport verify report: {detail}") from exc

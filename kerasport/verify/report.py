@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from kerasport.atomic import atomic_path
+from kerasport.errors import InputError
+from kerasport.jsonfile import read_json_file
 from kerasport.verify.result import Report
 from kerasport.verify.rows import RowId
 
@@ -27,6 +29,11 @@ COLUMNS = (
     "verdict",
 )
 LISTED_IDS = 10  # row ids shown per list in the terminal; the JSON keeps more
+# A report is about 30 KB at the default settings; its row lists grow some 20 bytes a kept
+# row (--list-rows) and a cohort's list of inputs some 150 bytes a file. 64 MiB holds a
+# million kept rows, and bounds the memory a merge spends parsing one report (a few hundred
+# MB).
+MAX_REPORT_BYTES = 64 << 20
 
 
 def percent_identical(identical: int, rows: int) -> str:
@@ -140,10 +147,10 @@ def write_json(report: Report, path: str | Path) -> None:
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    """Parsed JSON of a stored report (OSError / ValueError on failure)."""
-    data = json.loads(Path(path).read_text())
+    """Parsed JSON of a stored report; an InputError naming the file if it is not one."""
+    data = read_json_file(path, InputError, "verify report", max_bytes=MAX_REPORT_BYTES)
     if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+        raise InputError(f"verify report {path}: not a JSON object")
     return data
 
 

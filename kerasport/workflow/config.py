@@ -12,6 +12,7 @@ import csv
 import glob
 import os
 import re
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,16 @@ from typing import Any
 
 from kerasport.errors import InputError
 from kerasport.featurize.regions import Region, parse_region
+from kerasport.jsonfile import decode_utf8, read_bounded
 from kerasport.workflow import layout
 
 SHEET_COLUMNS = ("sample", "reads", "region")
 SHEET_OPTIONAL = ("truth", "confident")
 _SHARD_ID = re.compile(rf"^{layout.SHARD_ID}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # every C0 control but tab, and DEL
+# A sheet is a line of some 200 bytes per sample: 16 MiB is some 80,000 samples.
+MAX_SHEET_BYTES = 16 << 20
 
 
 class WorkflowConfigError(InputError):
@@ -134,7 +139,9 @@ class WorkflowConfig:
 def _text(data: dict[str, Any], key: str, where: str = "workflow config") -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value:
-        raise WorkflowConfigError(f"{where}: {key!r} must be a non-empty string; got {value!r}")
+        raise WorkflowConfigError(
+            f"{where}: {key!r} must be a non-empty string; got {reprlib.repr(value)}"
+        )
     return value
 
 
@@ -198,7 +205,12 @@ def _safe_id(text: str) -> str:
 
 def _existing_file(path: str | Path, what: str) -> str:
     file = Path(path)
-    if not file.is_file():
+    try:
+        found = file.is_file()
+    except OSError as exc:  # a name too long for the filesystem, or an I/O error
+        shown = str(path) if len(str(path)) <= 200 else f"{str(path)[:197]}..."
+        raise WorkflowConfigError(f"{what} {shown}: {exc.strerror or exc}") from None
+    if not found:
         raise WorkflowConfigError(f"{what} {path}: no such file")
     return str(file.absolute())
 
@@ -237,14 +249,10 @@ def shards_from_sheet(sheet: str | Path) -> list[Shard]:
     starting with '#' and blank lines are skipped.
     """
     path = Path(sheet)
-    if not path.is_file():
-        raise WorkflowConfigError(f"sample sheet {sheet}: no such file")
-    lines = [line for line in path.read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
-    rows = list(csv.reader(lines, delimiter="\t"))
+    rows = _sheet_rows(path)
     if not rows:
         raise WorkflowConfigError(f"sample sheet {sheet} is empty")
-    header = [name.strip() for name in rows[0]]
+    header = [name.strip() for name in rows[0][1]]
     missing = [name for name in SHEET_COLUMNS if name not in header]
     unknown = [name for name in header if name not in (*SHEET_COLUMNS, *SHEET_OPTIONAL)]
     if missing or unknown:
@@ -255,7 +263,7 @@ def shards_from_sheet(sheet: str | Path) -> list[Shard]:
             f"{', '.join(SHEET_COLUMNS)}, optionally {', '.join(SHEET_OPTIONAL)}; tab-separated)"
         )
     shards = []
-    for number, row in enumerate(rows[1:], start=2):
+    for number, row in rows[1:]:
         where = f"sample sheet {sheet} line {number}"
         if len(row) != len(header):
             raise WorkflowConfigError(f"{where}: {len(row)} fields for {len(header)} columns")
@@ -264,6 +272,36 @@ def shards_from_sheet(sheet: str | Path) -> list[Shard]:
     if not shards:
         raise WorkflowConfigError(f"sample sheet {sheet} has a header but no samples")
     return shards
+
+
+def _sheet_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of each line that is not blank or a comment.
+
+    Read within a size bound and as strict UTF-8 (a leading byte-order mark, as spreadsheets
+    write, is dropped). Each line is split on its own, with a spreadsheet's quoting ("a,b"
+    is the cell a,b): a stray quote or an overlong cell is refused with its line number, not
+    let swallow the lines after it. Line numbers count every line, as an editor shows them;
+    a control character (a NUL, a vertical tab) is refused, since in a sample name or a path
+    it can only be junk.
+    """
+    raw = read_bounded(path, WorkflowConfigError, "sample sheet", MAX_SHEET_BYTES)
+    text = decode_utf8(raw, WorkflowConfigError, f"sample sheet {path}").removeprefix("\ufeff")
+    rows = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip() or line.startswith("#"):
+            continue
+        where = f"sample sheet {path} line {number}"
+        junk = _CONTROL.search(line)
+        if junk:
+            raise WorkflowConfigError(
+                f"{where}: control character 0x{ord(junk.group()):02x} at column {junk.start() + 1}"
+            )
+        try:
+            rows.append((number, next(csv.reader([line], delimiter="\t", strict=True))))
+        except csv.Error as exc:
+            raise WorkflowConfigError(f"{where}: cannot be split into cells: {exc}") from None
+    return rows
 
 
 def _sheet_shard(cells: dict[str, str], base: Path, where: str) -> Shard:

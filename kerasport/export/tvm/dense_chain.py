@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from kerasport.diskspace import write_file
 from kerasport.errors import ExportError
+from kerasport.export.tvm.link import export_library
 from kerasport.export.tvm.targets import TvmTarget
 
 ROUTE = "dense-chain"
@@ -339,16 +341,16 @@ def compile_dense_chain(
         }
         module = tvm.IRModule(functions)
         built = tvm.tirx.build(module, target=tvm.target.Target(target.llvm_target()))
-        built.export_library(str(out_dir / library_name))
     except Exception as exc:  # TVM raises its own error types from C++
         message = f"TVM could not compile the Dense chain for {target.name}: {exc}"
         raise ExportError(message) from exc
+    export_library(built, out_dir / library_name, target.name)
 
     arrays: list[np.ndarray] = []
     for (weights, bias, _), plan in zip(layers, plans, strict=True):
         arrays.extend(_pack(weights, bias, plan))
     blob, entries = _weights_blob(arrays)
-    (out_dir / weights_name).write_bytes(blob)
+    write_file(out_dir / weights_name, blob, ExportError)
 
     return {
         "route": ROUTE,
