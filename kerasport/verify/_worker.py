@@ -3,9 +3,10 @@
 Usage (by kerasport.verify.reference only): python -m kerasport.verify._worker MODEL.keras
 
 Protocol on stdin/stdout (kerasport.verify._wire frames): first a hello frame
-{num_features, num_classes, keras_version, backend} or {error}; then, for every int64 chunk
-read, one float32 frame with {seconds}, or {error}. The real stdout is kept for frames and
-fd 1 is pointed at stderr, so nothing a library prints can corrupt the stream.
+{input_shape, output_shape, keras_version, backend} or {error}; then, for every chunk of
+examples read (int64 or float, any rank), one float32 frame with {seconds}, or {error}.
+The real stdout is kept for frames and fd 1 is pointed at stderr, so nothing a library
+prints can corrupt the stream.
 """
 
 from __future__ import annotations
@@ -29,21 +30,22 @@ def main(argv: list[str]) -> int:
 
     try:
         from kerasport.export.check import keras_predict
-        from kerasport.export.keras_model import classifier_shape, load_keras_model
+        from kerasport.export.keras_model import load_keras_model
         from kerasport.quiet import quiet_import
+        from kerasport.verify.reference import io_shapes
 
         keras = quiet_import("keras")
 
         model = load_keras_model(argv[0])
-        num_features, num_classes = classifier_shape(model)
+        input_shape, output_shape = io_shapes(model)
     except Exception as exc:  # report any failure to the parent, which names it
         write_frame(out, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
     write_frame(
         out,
         {
-            "num_features": num_features,
-            "num_classes": num_classes,
+            "input_shape": list(input_shape),
+            "output_shape": list(output_shape),
             "keras_version": keras.__version__,
             "backend": keras.backend.backend(),
         },

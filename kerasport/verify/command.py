@@ -3,7 +3,8 @@
 Exit status is the verdict: 0 when every backend passes, 1 when any fails (an arg-max
 change, a gate flip, unusable probabilities, a batch-size or rerun difference, or a max ULP
 above --max-ulp), 2 for a usage or input error. Every tolerance is an option with its
-default shown in --help; none is applied silently.
+default shown in --help; none is applied silently. The gate is `--gate`; without it,
+DeepVariant's for a DeepVariant model (or when one of its options is given), else none.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from kerasport.errors import KerasportError
 from kerasport.runtime import BACKENDS
 from kerasport.verify.core import DEFAULT_CHUNK_ROWS, progress_available, verify_bundle
 from kerasport.verify.merge import check_reports_current, load_report, merge_reports
+from kerasport.verify.policies import GATE_HELP, parse_gate
 from kerasport.verify.reference import (
     DEFAULT_REFERENCE_TIMEOUT,
     PROCESS_MODES,
@@ -25,13 +27,15 @@ from kerasport.verify.reference import (
 )
 from kerasport.verify.report import render_table, write_html, write_json
 from kerasport.verify.result import EXIT_USAGE, Report
-from kerasport.verify.settings import Settings
+from kerasport.verify.settings import DEEPVARIANT_FIELDS, Settings
 
 DESCRIPTION = """\
-Compare a bundle with the Keras model it was exported from, row by row, as DeepVariant
-would use it: arg-max (genotype) changes, gate flips at the GQ thresholds, bit-identical
-rows, |dp|, ULP distances, GQ differences, invalid probabilities, and batch-size and rerun
-invariance. Exit 0 = pass, 1 = fail, 2 = usage or input error.
+Compare a bundle with the Keras model it was exported from, row by row (and position by
+position), as its consumer would use it: decision (arg-max) changes, gate flips,
+bit-identical outputs, |dp|, ULP distances, GQ differences, invalid probabilities, and
+batch-size and rerun invariance. The gate is --gate: deepvariant (DeepVariant's GQ
+thresholds by is_snp; the default for a DeepVariant model), confidence:T (max p >= T) or
+none (the default for any other model). Exit 0 = pass, 1 = fail, 2 = usage or input error.
 
   kerasport verify model.keras bundle/ --examples chr20.npy --json r.json --html r.html
   kerasport verify --merge a.json b.json --json total.json [--check-inputs]
@@ -46,6 +50,13 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
     if not sizes:
         raise argparse.ArgumentTypeError("expected at least one batch size")
     return sizes
+
+
+def _gate(text: str) -> str:
+    try:
+        return parse_gate(text)
+    except KerasportError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--gate ")) from None
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -120,22 +131,34 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     rules = parser.add_argument_group("gate and tolerances")
     rules.add_argument(
+        "--gate",
+        type=_gate,
+        default=None,
+        metavar="POLICY",
+        help=f"which calls count as accepted: {GATE_HELP} (default: deepvariant for a bundle "
+        "that records DeepVariant's feature names or a DeepVariant-shaped model whose is_snp "
+        "column holds 0 and 1, or when a DeepVariant option below is given; else none)",
+    )
+    rules.add_argument(
         "--snp-threshold",
         type=int,
-        default=defaults.snp_threshold,
-        help="GQ a SNP call needs to be accepted; -1 disables SNPs (default: %(default)s)",
+        default=None,
+        help="deepvariant gate: GQ a SNP call needs to be accepted; -1 disables SNPs "
+        f"(default: {defaults.snp_threshold})",
     )
     rules.add_argument(
         "--indel-threshold",
         type=int,
-        default=defaults.indel_threshold,
-        help="GQ an indel call needs to be accepted; -1 disables indels (default: %(default)s)",
+        default=None,
+        help="deepvariant gate: GQ an indel call needs to be accepted; -1 disables indels "
+        f"(default: {defaults.indel_threshold})",
     )
     rules.add_argument(
         "--is-snp-column",
         type=nonnegative_int,
-        default=defaults.is_snp_column,
-        help="0-based feature column of is_snp (default: %(default)s, the 13th feature)",
+        default=None,
+        help="deepvariant gate: 0-based feature column of is_snp (default: "
+        f"{defaults.is_snp_column}, the 13th feature)",
     )
     rules.add_argument(
         "--sum-tolerance",
@@ -207,11 +230,26 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace) -> Settings | str:
+    """The settings the options give, or a usage error message.
+
+    An option of DeepVariant's gate asks for that gate; with another --gate it is refused
+    rather than ignored.
+    """
+    defaults = Settings()
+    given = [name for name in DEEPVARIANT_FIELDS if getattr(args, name) is not None]
+    gate = args.gate
+    if given and gate not in (None, "deepvariant"):
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        return f"{options} set(s) DeepVariant's gate; it does not apply to --gate {gate}"
+    if given:
+        gate = "deepvariant"
+    dv = {name: getattr(args, name) for name in given}
     return Settings(
-        snp_threshold=args.snp_threshold,
-        indel_threshold=args.indel_threshold,
-        is_snp_column=args.is_snp_column,
+        gate=gate,
+        snp_threshold=dv.get("snp_threshold", defaults.snp_threshold),
+        indel_threshold=dv.get("indel_threshold", defaults.indel_threshold),
+        is_snp_column=dv.get("is_snp_column", defaults.is_snp_column),
         sum_tolerance=args.sum_tolerance,
         max_ulp=getattr(args, "max_ulp", None),
         max_batch_ulp=getattr(args, "max_batch_ulp", None),
@@ -245,6 +283,9 @@ def _build(args: argparse.Namespace) -> Report | str:
         progress = sys.stderr.isatty() and progress_available()
     else:
         progress = args.progress
+    settings = _settings(args)
+    if isinstance(settings, str):
+        return settings
     return verify_bundle(
         args.model,
         args.bundle,
@@ -253,7 +294,7 @@ def _build(args: argparse.Namespace) -> Report | str:
         reference_backend=args.reference_backend,
         reference_process=args.reference_process,
         reference_timeout=args.reference_timeout,
-        settings=_settings(args),
+        settings=settings,
         chunk_rows=args.chunk_rows,
         threads=args.threads,
         progress=progress,

@@ -18,7 +18,8 @@ import numpy as np
 from kerasport.errors import KerasportError
 from kerasport.verify.compare import Comparison
 from kerasport.verify.histograms import Histogram2D, LogAxis, ulp_bin_bounds
-from kerasport.verify.report import COLUMNS, format_ids, table_rows
+from kerasport.verify.policies import ConfidenceGate, DecisionPolicy, DeepVariantGate
+from kerasport.verify.report import columns, format_ids, gate_line, model_shape, table_rows
 from kerasport.verify.result import BackendResult, Report
 from kerasport.verify.rows import RowId
 from kerasport.verify.settings import Settings
@@ -128,6 +129,19 @@ def dp_plot(comp: Comparison, name: str) -> str:
     return _png(figure, title)
 
 
+def _gate_lines(policy: DecisionPolicy) -> list[tuple[float, str, str]]:
+    """Where the gate's thresholds fall on the GQ (phred of max p) axis."""
+    if isinstance(policy, DeepVariantGate):
+        return [
+            (policy.snp_threshold, "SNP gate", "#cc3311"),
+            (policy.indel_threshold, "indel gate", "#ee7733"),
+        ]
+    if isinstance(policy, ConfidenceGate) and policy.threshold < 1:
+        phred = float(-10 * np.log10(1 - min(policy.threshold, 1 - 1e-7)))
+        return [(phred, f"max p >= {policy.threshold:g}", "#cc3311")]
+    return []
+
+
 def gq_plot(comp: Comparison, name: str, settings: Settings) -> str:
     title = f"{name}: GQ difference (max {comp.max_gq_diff:.1e} phred)"
     figure, ax = _heatmap(
@@ -137,13 +151,13 @@ def gq_plot(comp: Comparison, name: str, settings: Settings) -> str:
         "|GQ difference| (phred)",
         [0, 10, 20, 30, 40, 50, 60, 70],
     )
-    for threshold, label, colour in (
-        (settings.snp_threshold, "SNP gate", "#cc3311"),
-        (settings.indel_threshold, "indel gate", "#ee7733"),
-    ):
+    drawn = False
+    for threshold, label, colour in _gate_lines(settings.policy()):
         if threshold >= 0:
             ax.axvline(threshold, color=colour, linestyle="--", label=label)
-    ax.legend(loc="upper left", fontsize="small")
+            drawn = True
+    if drawn:
+        ax.legend(loc="upper left", fontsize="small")
     return _png(figure, title)
 
 
@@ -164,7 +178,7 @@ def _worst_rows(comp: Comparison) -> str:
         return "<p>Every row is bit-identical: no worst rows to list.</p>"
     header = (
         "input id",
-        "is_snp",
+        "gate group",
         "reference p",
         "candidate p",
         "max |dp|",
@@ -176,8 +190,8 @@ def _worst_rows(comp: Comparison) -> str:
     )
     rows = [
         (
-            f"{w.id.input}:{w.id.row}",
-            int(w.is_snp),
+            str(w.id),
+            w.group or "",
             _probs(w.reference),
             _probs(w.candidate),
             f"{w.max_abs_diff:.3g}",
@@ -285,7 +299,8 @@ def render_html(report: Report) -> str:
                 f"Keras {ref.keras_version} on {ref.backend}, "
                 f"predict(batch_size={ref.batch_size}), {ref.process}",
             ),
-            ("features / classes", f"{model.num_features} / {model.num_classes}"),
+            ("features / classes", model_shape(report)),
+            ("gate", gate_line(report)),
             ("inputs", ", ".join(f"{i.input} ({i.rows:,} rows)" for i in report.inputs)),
             ("settings", ", ".join(f"{k}={v}" for k, v in report.settings.to_json().items())),
             ("created", f"{report.created} by kerasport {report.kerasport_version}"),
@@ -304,7 +319,7 @@ def render_html(report: Report) -> str:
             f"<style>{STYLE}</style></head><body>",
             "<h1>kerasport verify report</h1>",
             verdict,
-            _table(COLUMNS, table_rows(report)),
+            _table(columns(report), table_rows(report)),
             context,
             *sections,
             "</body></html>",

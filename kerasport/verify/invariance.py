@@ -5,6 +5,8 @@ so a backend whose output for a row depends on its neighbours in the batch, or w
 not deterministic from run to run, makes calls that depend on region boundaries and on
 the run. This module runs the same rows at several batch sizes and twice, and reports how
 far apart the results are. It only needs a `predict(examples, batch_size)` function.
+Outputs may be (N, C) or (N, ..., C); decisions and gate answers are compared per decision
+unit (a row, or a row and position), as the comparator takes them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from kerasport.verify.gq import gate_passes, genotype_quality
+from kerasport.verify.decisions import decide
+from kerasport.verify.policies import DecisionPolicy
 from kerasport.verify.settings import Settings
 from kerasport.verify.ulp import ulp_distance
 
@@ -75,15 +78,31 @@ def _max_ulp(a: np.ndarray, b: np.ndarray) -> int:
     return int(ulp_distance(a, b)[finite].max(initial=0))
 
 
-def _rows_disagreeing(decisions: list[np.ndarray]) -> int:
+def _units_disagreeing(decisions: list[np.ndarray]) -> int:
     stacked = np.stack(decisions)
-    return int((stacked != stacked[0]).any(axis=0).sum())
+    differs = stacked != stacked[0]
+    return int(differs.reshape(*differs.shape[:2], -1).any(axis=(0, 2)).sum())
+
+
+def _units(output: np.ndarray) -> np.ndarray:
+    """(N, ..., C) outputs as (N * positions, C) decision units."""
+    return output.reshape(-1, output.shape[-1]) if output.ndim != 2 else output
 
 
 def check_invariance(
-    predict: PredictFn, examples: np.ndarray, is_snp: np.ndarray, settings: Settings
+    predict: PredictFn,
+    examples: np.ndarray,
+    context: np.ndarray | None,
+    settings: Settings,
+    head: str = "softmax",
+    policy: DecisionPolicy | None = None,
 ) -> Invariance:
-    """Run `examples` at each batch size, all at once, and twice at batch size 128."""
+    """Run `examples` at each batch size, all at once, and twice at batch size 128.
+
+    `context` is each row's gate context (DeepVariant: is_snp flags) or None; `policy`
+    defaults to the one `settings` names.
+    """
+    policy = policy or settings.policy()
     rows = len(examples)
     sizes = sorted(set(settings.batch_sizes))
     if rows == 0:
@@ -93,17 +112,18 @@ def check_invariance(
     repeat_a = np.asarray(predict(examples, REPEAT_BATCH_SIZE), dtype=np.float32)
     repeat_b = np.asarray(predict(examples, REPEAT_BATCH_SIZE), dtype=np.float32)
 
-    snp = np.asarray(is_snp).astype(bool)
-    gates = [
-        gate_passes(genotype_quality(out), snp, settings.snp_threshold, settings.indel_threshold)
-        for out in outputs
-    ]
+    per_row = len(_units(outputs[0])) // rows
+    unit_context = None if context is None else np.repeat(np.asarray(context), per_row)
+    units = [_units(out) for out in outputs]
+    # (N, per_row, ...) so a unit's disagreement is counted once, as one decision
+    decisions = [decide(u, head).reshape(rows * per_row, -1) for u in units]
+    gates = [policy.accepts(u, unit_context).reshape(rows * per_row, 1) for u in units]
     return Invariance(
         rows=rows,
         batch_sizes=sizes,
         max_batch_ulp=max((_max_ulp(a, b) for a, b in combinations(outputs, 2)), default=0),
-        batch_argmax_changes=_rows_disagreeing([out.argmax(axis=1) for out in outputs]),
-        batch_gate_flips=_rows_disagreeing(gates),
+        batch_argmax_changes=_units_disagreeing(decisions),
+        batch_gate_flips=_units_disagreeing(gates),
         repeat_bit_identical=bool(
             np.array_equal(repeat_a.view(np.uint32), repeat_b.view(np.uint32))
         ),

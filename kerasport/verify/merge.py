@@ -23,7 +23,7 @@ from kerasport.manifest import Manifest, read_manifest, sha256_file
 from kerasport.verify.compare import Comparison
 from kerasport.verify.invariance import Invariance
 from kerasport.verify.report import read_json
-from kerasport.verify.result import BackendResult, ReferenceInfo, Report
+from kerasport.verify.result import BackendResult, GateInfo, ReferenceInfo, Report
 from kerasport.verify.settings import COMPARISON_FIELDS, VERDICT_FIELDS, Settings
 
 _UNSET: Any = object()
@@ -121,10 +121,30 @@ def _one_value(reports: Sequence[Report], labels: Sequence[str], what: str, get:
     return values[0]
 
 
+def merged_gate(reports: Sequence[Report], labels: Sequence[str]) -> tuple[str, GateInfo]:
+    """The one gate policy of the reports (refused, naming each report's, when they differ)
+    and how it was chosen. A 0-row report whose default gate had no rows to decide from
+    takes the others' gate: it adds nothing to any count."""
+    decided = [(r, label) for r, label in zip(reports, labels, strict=True) if not r.gate.undecided]
+    judged = decided or list(zip(reports, labels, strict=True))
+    gates = [r.settings.gate for r, _ in judged]
+    if any(gate != gates[0] for gate in gates):
+        listed = ", ".join(f"{label}: {r.settings.gate}" for r, label in judged)
+        raise InputError(
+            f"cannot merge reports of different gate policies ({listed}); verify them again "
+            "with one --gate"
+        )
+    chosen = list(dict.fromkeys(r.gate.chosen_by for r, _ in judged))
+    return str(gates[0]), GateInfo("; ".join(chosen), undecided=not decided)
+
+
 def merged_settings(
     reports: Sequence[Report], labels: Sequence[str], overrides: dict[str, Any]
 ) -> Settings:
     """Settings of the merged report; the ones that change numbers must agree."""
+    gate, _ = merged_gate(reports, labels)
+    reports = [dataclasses.replace(r, settings=dataclasses.replace(r.settings, gate=gate))
+               for r in reports]
     for name in COMPARISON_FIELDS:
         _one_value(reports, labels, f"settings.{name}", lambda r, n=name: getattr(r.settings, n))
     values: dict[str, Any] = {}
@@ -161,9 +181,13 @@ def merge_reports(
     settings = merged_settings(
         reports, labels, {"max_ulp": max_ulp, "max_batch_ulp": max_batch_ulp}
     )
+    _, gate = merged_gate(reports, labels)
     first = reports[0]
     _one_value(reports, labels, "models (sha256)", lambda r: r.model.sha256)
     _one_value(reports, labels, "bundle sources (sha256)", lambda r: r.bundle.source_sha256)
+    _one_value(
+        reports, labels, "bundle outputs", lambda r: (r.bundle.output_shape, r.bundle.head)
+    )
     _one_value(reports, labels, "backends", lambda r: sorted(r.backends))
     _one_value(reports, labels, "reference backends", lambda r: r.reference.backend)
     _one_value(reports, labels, "reference batch sizes", lambda r: r.reference.batch_size)
@@ -174,7 +198,10 @@ def merge_reports(
     backends = {}
     for name, template in first.backends.items():
         merged = BackendResult(
-            name, Comparison(settings), Invariance(), artifact_sha256=template.artifact_sha256
+            name,
+            Comparison(settings, first.bundle.head),
+            Invariance(),
+            artifact_sha256=template.artifact_sha256,
         )
         for report in reports:
             part = report.backends[name]
@@ -213,4 +240,5 @@ def merge_reports(
         backends=backends,
         warnings=warnings,
         merged_from=labels,
+        gate=gate,
     )

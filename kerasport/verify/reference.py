@@ -1,9 +1,11 @@
 """The reference: the original Keras model, run the way DeepVariant runs it.
 
 DeepVariant calls `model.predict(examples, batch_size=128, verbose=0)` on int64 rows; r1.10
-does so with KERAS_BACKEND=jax. Keras fixes its backend at import, so a reference on a
-backend other than the one this process already runs (or would run) is started in a child
-process (`_worker.py`) and fed chunks over a pipe. Either way the reference computes in the
+does so with KERAS_BACKEND=jax. Any other model is called the same way on its examples as
+read (any rank; integers as int64, floats as stored), which the candidates get too.
+Keras fixes its backend at import, so a reference on a backend other than the one this
+process already runs (or would run) is started in a child process (`_worker.py`) and fed
+chunks over a pipe. Either way the reference computes in the
 background (a thread, or the child) while the caller runs the candidate on the same chunk.
 
 A child is never waited on forever: each exchange with it (starting, sending a chunk,
@@ -49,11 +51,28 @@ class Pending(Protocol):
     def result(self) -> np.ndarray: ...
 
 
-class Reference(Protocol):
-    """A running reference model."""
+def io_shapes(model: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(input shape, output shape) of a loaded servable model, without the batch axis.
 
-    num_features: int
-    num_classes: int
+    Read through export's own reading of a model (`model_signature`, which also knows a
+    subclassed model's shapes); an export that only knows (batch, features) ->
+    (batch, classes) classifiers gives ((features,), (classes,)).
+    """
+    from kerasport.export import keras_model
+
+    signature = getattr(keras_model, "model_signature", None)
+    if signature is not None:
+        inputs, outputs = signature(model)
+        return tuple(int(d) for d in inputs.shape), tuple(int(d) for d in outputs.shape)
+    features, classes = keras_model.classifier_shape(model)
+    return (int(features),), (int(classes),)
+
+
+class Reference(Protocol):
+    """A running reference model: its shapes (without batch) and how it runs."""
+
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
     keras_version: str
     backend: str
     process: str
@@ -70,7 +89,7 @@ class InProcessReference:
     process = "in-process"
 
     def __init__(self, model_path: Path, backend: str) -> None:
-        from kerasport.export.keras_model import classifier_shape, load_keras_model
+        from kerasport.export.keras_model import load_keras_model
         from kerasport.quiet import quiet_import
 
         keras = quiet_import("keras")
@@ -81,7 +100,7 @@ class InProcessReference:
                 "run the reference in a subprocess (--reference-process subprocess)"
             )
         self._model = load_keras_model(model_path)
-        self.num_features, self.num_classes = classifier_shape(self._model)
+        self.input_shape, self.output_shape = io_shapes(self._model)
         self.keras_version = str(keras.__version__)
         self.backend = backend
         self.seconds = 0.0
@@ -138,8 +157,8 @@ class SubprocessReference:
         self._timed_out = False
         try:  # the child must not outlive a failed start, whatever the failure
             hello = self._read("starting")
-            self.num_features = int(hello["num_features"])
-            self.num_classes = int(hello["num_classes"])
+            self.input_shape = tuple(int(d) for d in hello["input_shape"])
+            self.output_shape = tuple(int(d) for d in hello["output_shape"])
             self.keras_version = str(hello["keras_version"])
             if hello["backend"] != backend:
                 raise ReferenceModelError(f"the reference child ran Keras on {hello['backend']}")
@@ -199,7 +218,7 @@ class SubprocessReference:
         assert self._proc.stdin is not None
         try:
             with self._deadline():
-                write_frame(self._proc.stdin, {}, np.ascontiguousarray(examples, dtype=np.int64))
+                write_frame(self._proc.stdin, {}, np.ascontiguousarray(examples))
         except BrokenPipeError:  # the child died, or was killed past its deadline
             self._read("predicting")  # raises with the child's error
         return _SubprocessPending(self)

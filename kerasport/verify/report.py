@@ -14,9 +14,12 @@ from typing import Any
 from kerasport.atomic import atomic_path
 from kerasport.errors import InputError
 from kerasport.jsonfile import read_json_file
+from kerasport.verify.compare import Comparison
+from kerasport.verify.decisions import rule
 from kerasport.verify.result import Report
 from kerasport.verify.rows import RowId
 
+# The table's columns under DeepVariant's gate; `columns` gives any report's.
 COLUMNS = (
     "backend",
     "examples compared",
@@ -36,13 +39,42 @@ LISTED_IDS = 10  # row ids shown per list in the terminal; the JSON keeps more
 MAX_REPORT_BYTES = 64 << 20
 
 
-def percent_identical(identical: int, rows: int) -> str:
+def percent_identical(identical: int, rows: int, unit: str = "row") -> str:
     """'99.9983% (5 rows differ)': rounded down, so 100% only when every row is identical."""
     if rows == 0:
-        return "n/a (0 rows)"
+        return f"n/a (0 {unit}s)"
     value = f"{math.floor(identical * 1_000_000 / rows) / 10_000:.4f}%"
     differ = rows - identical
-    return value if differ == 0 else f"{value} ({differ:,} row{'s' if differ != 1 else ''} differ)"
+    plural = "s" if differ != 1 else ""
+    return value if differ == 0 else f"{value} ({differ:,} {unit}{plural} differ)"
+
+
+def columns(report: Report) -> tuple[str, ...]:
+    """The table's columns: DeepVariant's (PR 1089's) under its gate; otherwise the
+    decision column names its rule (arg-max, or p >= 0.5 for a sigmoid) and gate flips are
+    not split by variant type."""
+    policy = report.settings.policy()
+    if policy.groups == ("snp", "indel") and report.bundle.head == "softmax":
+        return COLUMNS
+    groups = f" ({' / '.join(policy.group_labels)})" if policy.group_labels else ""
+    return (
+        "backend",
+        "examples compared",
+        f"{policy.call_name} ({rule(report.bundle.head)}) changes",
+        "bit-identical outputs",
+        "max output diff",
+        "max GQ (phred) diff",
+        f"gate flips{groups}",
+        "ULP max / p50 / p99 / p99.9",
+        "verdict",
+    )
+
+
+def _gate_flips(comp: Comparison) -> str:
+    if not comp.groups:
+        return f"{comp.gate_flips:,}"
+    split = " / ".join(f"{group.gate_flips:,}" for group in comp.groups.values())
+    return f"{comp.gate_flips:,} ({split})"
 
 
 def _sci(value: float, digits: int) -> str:
@@ -50,7 +82,8 @@ def _sci(value: float, digits: int) -> str:
 
 
 def format_ids(ids: list[RowId], total: int, limit: int = LISTED_IDS) -> str:
-    shown = ", ".join(f"{row.input}:{row.row}" for row in ids[:limit])
+    """`file:row` (`file:row@i,j` for a position) of the first `limit` ids, and how many more."""
+    shown = ", ".join(str(row) for row in ids[:limit])
     more = total - min(len(ids), limit)
     return shown + (f" (+{more:,} more)" if more > 0 else "")
 
@@ -61,15 +94,16 @@ def table_rows(report: Report) -> list[list[str]]:
     rows = []
     for name, result in report.backends.items():
         comp = result.comparison
+        unit = "position" if comp.positions else "row"
         rows.append(
             [
                 name,
                 f"{comp.rows:,}",
                 f"{comp.argmax_changes:,}",
-                percent_identical(comp.bit_identical_rows, comp.rows),
+                percent_identical(comp.bit_identical_rows, comp.decisions, unit),
                 _sci(comp.max_abs_diff, 2),
                 _sci(comp.max_gq_diff, 1),
-                f"{comp.gate_flips:,} ({comp.gate_flips_snp:,} / {comp.gate_flips_indel:,})",
+                _gate_flips(comp),
                 f"{comp.max_ulp:,} / {comp.ulp_percentile(50):,} / {comp.ulp_percentile(99):,}"
                 f" / {comp.ulp_percentile(99.9):,}",
                 "PASS" if not reasons[name] else "FAIL",
@@ -78,36 +112,54 @@ def table_rows(report: Report) -> list[list[str]]:
     return rows
 
 
+def model_shape(report: Report) -> str:
+    """'F=70, C=3' for a (features) -> (classes) model, else its shapes and head."""
+    model, bundle = report.model, report.bundle
+    if len(model.input_shape) == 1 and len(model.output_shape) == 1:
+        text = f"F={model.num_features}, C={model.num_classes}"
+    else:
+        text = f"{model.input_shape} -> {model.output_shape} per row"
+    return text + ("" if bundle.head == "softmax" else f", {bundle.head} head")
+
+
+def gate_line(report: Report) -> str:
+    """Which decision policy ran, with its parameters, and why it was chosen."""
+    policy = report.settings.policy()
+    return f"{policy.spec} ({report.gate.chosen_by}): {policy.describe()}"
+
+
 def render_table(report: Report) -> str:
     """The terminal report: the table, then the details a reviewer needs to trust it."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    header = columns(report)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(report)]
     s, ref, model = report.settings, report.reference, report.model
     lines.append("")
     lines.append(
-        f"reference: {model.path} (sha256 {model.sha256[:12]}, F={model.num_features}, "
-        f"C={model.num_classes}) on Keras {ref.keras_version} / {ref.backend}, "
+        f"reference: {model.path} (sha256 {model.sha256[:12]}, {model_shape(report)}) "
+        f"on Keras {ref.keras_version} / {ref.backend}, "
         f"predict(batch_size={ref.batch_size}), {ref.process}"
     )
     lines.append(
-        f"gate: accept when GQ >= {s.snp_threshold} (SNP) / {s.indel_threshold} (indel), "
-        f"-1 disables; is_snp = feature column {s.is_snp_column}; "
-        f"sum tolerance {s.sum_tolerance:g}"
+        f"gate: {gate_line(report)}"
+        + (f"; sum tolerance {s.sum_tolerance:g}" if report.bundle.head == "softmax" else "")
         + (f"; --max-ulp {s.max_ulp}" if s.max_ulp is not None else "")
     )
     for name, result in report.backends.items():
         comp, inv = result.comparison, result.invariance
+        unit = "positions" if comp.positions else "rows"
         lines.append(
             f"{name}: mean |dp| {_sci(comp.mean_abs_diff, 2)}, mean GQ diff "
             f"{_sci(comp.mean_gq_diff, 1)}; gate accepts {comp.gate_accepted_candidate:,} "
-            f"rows (reference {comp.gate_accepted_reference:,}); "
-            f"{comp.candidate_validity.invalid_rows:,} invalid rows; {result.seconds:.1f} s"
+            f"{unit} (reference {comp.gate_accepted_reference:,}); "
+            f"{comp.candidate_validity.invalid_rows:,} invalid {unit}; {result.seconds:.1f} s"
         )
         if inv.rows:
             sizes = ", ".join(str(b) for b in inv.batch_sizes)
             lines.append(
                 f"  invariance: {inv.rows:,} rows at batch sizes {sizes} and all at once: "
-                f"max {inv.max_batch_ulp:,} ULP apart, {inv.batch_argmax_changes:,} arg-max / "
+                f"max {inv.max_batch_ulp:,} ULP apart, {inv.batch_argmax_changes:,} "
+                f"{rule(report.bundle.head)} / "
                 f"{inv.batch_gate_flips:,} gate differences; two runs "
                 + (
                     "bit-identical"
@@ -117,7 +169,8 @@ def render_table(report: Report) -> str:
             )
         if comp.argmax_changes:
             lines.append(
-                "  arg-max changes: " + format_ids(comp.argmax_change_rows.ids, comp.argmax_changes)
+                f"  {rule(report.bundle.head)} changes: "
+                + format_ids(comp.argmax_change_rows.ids, comp.argmax_changes)
             )
         if comp.gate_flips:
             lines.append("  gate flips: " + format_ids(comp.gate_flip_rows.ids, comp.gate_flips))

@@ -8,36 +8,53 @@ documented in docs/verify-report-schema.md.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import kerasport
 from kerasport.verify.compare import Comparison
+from kerasport.verify.decisions import rule
 from kerasport.verify.invariance import Invariance
+from kerasport.verify.policies import DEEPVARIANT
 from kerasport.verify.settings import Settings
 
 SCHEMA = "kerasport-verify-report"
-SCHEMA_VERSION = 1
+# 2: any classifier: a gate policy (settings.gate, gate), outputs with positions (row ids
+# with a position, decision units), gate flips per group of the gate (gate_groups).
+SCHEMA_VERSION = 2
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 
 
+def _shape(value: Any, default: int) -> tuple[int, ...]:
+    return tuple(int(d) for d in value) if value else (default,)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """The Keras model used as the reference."""
+    """The Keras model used as the reference; shapes without the batch axis (by default
+    a (features,) -> (classes,) classifier's)."""
 
     path: str
     sha256: str
     num_features: int
     num_classes: int
+    input_shape: tuple[int, ...] = ()
+    output_shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", _shape(self.input_shape, self.num_features))
+        object.__setattr__(self, "output_shape", _shape(self.output_shape, self.num_classes))
 
 
 @dataclass(frozen=True)
 class BundleInfo:
-    """The bundle under test, and whether it says it came from the model given."""
+    """The bundle under test, and whether it says it came from the model given; its
+    shapes without the batch axis and its head kind (softmax, sigmoid or linear)."""
 
     path: str
     source_file: str
@@ -45,6 +62,25 @@ class BundleInfo:
     source_matches: bool
     num_features: int
     num_classes: int
+    input_shape: tuple[int, ...] = ()
+    output_shape: tuple[int, ...] = ()
+    head: str = "softmax"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", _shape(self.input_shape, self.num_features))
+        object.__setattr__(self, "output_shape", _shape(self.output_shape, self.num_classes))
+
+
+@dataclass(frozen=True)
+class GateInfo:
+    """Which decision policy ran and why (`chosen_by`: --gate, or the default's reason).
+
+    `undecided` marks a default taken for lack of rows (a 0-row report): it merges with
+    reports of any gate.
+    """
+
+    chosen_by: str = "--gate"
+    undecided: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,39 +123,33 @@ class BackendResult:
     seconds: float = 0.0
 
 
-def judge(result: BackendResult, settings: Settings) -> list[str]:
+def judge(result: BackendResult, settings: Settings, head: str = "softmax") -> list[str]:
     """Reasons this backend fails; empty when it passes.
 
-    Fails on any arg-max change, any gate flip, any row of probabilities DeepVariant could
-    not use, a batch size or a rerun that changes outputs beyond what is allowed, and a
-    max ULP above --max-ulp when one is given.
+    Fails on any decision change, any gate flip, any output no consumer could use, a batch
+    size or a rerun that changes outputs beyond what is allowed, and a max ULP above
+    --max-ulp when one is given.
     """
     comp, inv = result.comparison, result.invariance
+    policy = settings.policy()
     reasons: list[str] = []
+    decision = rule(head) if policy.name != DEEPVARIANT else "arg-max (genotype)"
     if comp.argmax_changes:
-        reasons.append(f"{comp.argmax_changes} arg-max (genotype) change(s)")
+        reasons.append(f"{comp.argmax_changes} {decision} change(s)")
     if comp.gate_flips:
-        reasons.append(
-            f"{comp.gate_flips} gate flip(s) at GQ thresholds SNP {settings.snp_threshold} / "
-            f"indel {settings.indel_threshold} ({comp.gate_flips_snp} SNP, "
-            f"{comp.gate_flips_indel} indel)"
-        )
+        per_group = [group.gate_flips for group in comp.groups.values()]
+        reasons.append(policy.flip_reason(comp.gate_flips, per_group))
     for side, validity in (
         ("candidate", comp.candidate_validity),
         ("reference", comp.reference_validity),
     ):
         if validity.invalid_rows:
-            reasons.append(
-                f"{validity.invalid_rows} {side} row(s) with unusable probabilities "
-                f"({validity.nan_rows} NaN, {validity.out_of_range_rows} outside [0, 1], "
-                f"{validity.not_normalized_rows} not summing to 1 within "
-                f"{settings.sum_tolerance:g})"
-            )
+            reasons.append(f"{validity.invalid_rows} {side} {_unusable(validity, head, settings)}")
     if settings.max_ulp is not None and comp.max_ulp > settings.max_ulp:
         reasons.append(f"max ULP {comp.max_ulp} exceeds --max-ulp {settings.max_ulp}")
     if inv.batch_argmax_changes or inv.batch_gate_flips:
         reasons.append(
-            f"batch size changes decisions: {inv.batch_argmax_changes} arg-max and "
+            f"batch size changes decisions: {inv.batch_argmax_changes} {rule(head)} and "
             f"{inv.batch_gate_flips} gate difference(s) between batch sizes"
         )
     if settings.max_batch_ulp is not None and inv.max_batch_ulp > settings.max_batch_ulp:
@@ -132,6 +162,20 @@ def judge(result: BackendResult, settings: Settings) -> list[str]:
             f"not deterministic: two identical runs differ (max {inv.repeat_max_ulp} ULP)"
         )
     return reasons
+
+
+def _unusable(validity: Any, head: str, settings: Settings) -> str:
+    """What made a side's outputs unusable, in the terms of its head."""
+    if head == "linear":
+        return f"row(s) with unusable scores ({validity.nan_rows} NaN, " \
+            f"{validity.out_of_range_rows} infinite)"
+    counts = f"{validity.nan_rows} NaN, {validity.out_of_range_rows} outside [0, 1]"
+    if head == "sigmoid":
+        return f"row(s) with unusable probabilities ({counts})"
+    return (
+        f"row(s) with unusable probabilities ({counts}, {validity.not_normalized_rows} "
+        f"not summing to 1 within {settings.sum_tolerance:g})"
+    )
 
 
 def _now() -> str:
@@ -152,13 +196,29 @@ class Report:
     merged_from: list[str] = field(default_factory=list)
     created: str = field(default_factory=_now)
     kerasport_version: str = kerasport.__version__
+    gate: GateInfo = field(default_factory=GateInfo)
+
+    def __post_init__(self) -> None:
+        if self.settings.gate is None:  # not chosen: the settings' meaning, DeepVariant's
+            self.settings = dataclasses.replace(self.settings, gate=self.settings.policy().spec)
 
     @property
     def rows(self) -> int:
         return sum(item.rows for item in self.inputs)
 
+    def gate_json(self) -> dict[str, Any]:
+        """The policy that ran, its parameters, and why it was chosen."""
+        return {
+            **self.settings.policy().to_json(),
+            "chosen_by": self.gate.chosen_by,
+            "undecided": self.gate.undecided,
+        }
+
     def reasons(self) -> dict[str, list[str]]:
-        return {name: judge(result, self.settings) for name, result in self.backends.items()}
+        head = self.bundle.head
+        return {
+            name: judge(result, self.settings, head) for name, result in self.backends.items()
+        }
 
     @property
     def passed(self) -> bool:
@@ -191,6 +251,7 @@ class Report:
             "inputs": [asdict(item) for item in self.inputs],
             "rows": self.rows,
             "settings": self.settings.to_json(),
+            "gate": self.gate_json(),
             "backends": backends,
             "warnings": list(self.warnings),
             "merged_from": list(self.merged_from),
@@ -208,10 +269,12 @@ class Report:
                 f"(this kerasport reads version {SCHEMA_VERSION})"
             )
         settings = Settings.from_json(data["settings"])
+        bundle = BundleInfo(**data["bundle"])
+        gate = data["gate"]
         backends = {
             name: BackendResult(
                 name=name,
-                comparison=Comparison.from_json(entry, settings),
+                comparison=Comparison.from_json(entry, settings, bundle.head),
                 invariance=Invariance.from_json(entry["invariance"]),
                 artifact_sha256=str(entry["artifact_sha256"]),
                 seconds=float(entry["seconds"]),
@@ -221,7 +284,7 @@ class Report:
         return cls(
             settings=settings,
             model=ModelInfo(**data["model"]),
-            bundle=BundleInfo(**data["bundle"]),
+            bundle=bundle,
             reference=ReferenceInfo(**data["reference"]),
             inputs=[InputInfo.from_json(item) for item in data["inputs"]],
             backends=backends,
@@ -229,4 +292,5 @@ class Report:
             merged_from=list(data["merged_from"]),
             created=str(data["created"]),
             kerasport_version=str(data["kerasport_version"]),
+            gate=GateInfo(str(gate["chosen_by"]), bool(gate["undecided"])),
         )

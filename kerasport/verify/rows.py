@@ -1,8 +1,10 @@
 """Row identities and the rows a report lists: bounded, ordered, and mergeable.
 
 A report names rows (arg-max changes, gate flips, the worst rows) so that they can be found
-again in the input. Lists are bounded so memory stays flat, and their order is defined (input
-order; worst first with a total tie-break) so that merged lists equal single-pass lists.
+again in the input; for an output with positions (N, ..., C), a row and the position in
+it (an index tuple, () for an (N, C) output). Lists are bounded so memory stays flat, and
+their order is defined (input order; worst first with a total tie-break) so that merged
+lists equal single-pass lists.
 """
 
 from __future__ import annotations
@@ -15,17 +17,32 @@ import numpy as np
 
 @dataclass(frozen=True, order=True)
 class RowId:
-    """Where a row came from: its input (file name or label) and its row index there."""
+    """Where a decision came from: its input (file name or label), its row index there,
+    and its position in the row's output (() when the output is one vector per row)."""
 
     input: str
     row: int
+    position: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        where = f"{self.input}:{self.row}"
+        return where + (f"@{','.join(map(str, self.position))}" if self.position else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"input": self.input, "row": self.row}
+        return {"input": self.input, "row": self.row, "position": list(self.position)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RowId:
-        return cls(str(data["input"]), int(data["row"]))
+        position = tuple(int(i) for i in data.get("position", ()))
+        return cls(str(data["input"]), int(data["row"]), position)
+
+
+def positions_of(flat: np.ndarray, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Index tuples of flat positions within a row's output of position shape `shape`."""
+    if not shape:
+        return [() for _ in range(len(flat))]
+    axes = np.unravel_index(flat, shape)
+    return [tuple(int(i) for i in index) for index in zip(*axes, strict=True)]
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -47,10 +64,22 @@ class RowList:
         self.limit = limit
         self.ids: list[RowId] = []
 
-    def extend(self, source: str, rows: np.ndarray) -> None:
+    def extend(
+        self,
+        source: str,
+        rows: np.ndarray,
+        positions: np.ndarray | None = None,
+        shape: tuple[int, ...] = (),
+    ) -> None:
+        """Add rows in order, with their flat positions in a row's output of `shape`."""
         room = self.limit - len(self.ids)
         if room > 0 and rows.size:
-            self.ids.extend(RowId(source, int(r)) for r in rows[:room].tolist())
+            kept = rows[:room].tolist()
+            where = positions_of(positions[:room], shape) if positions is not None else None
+            if where is None:
+                self.ids.extend(RowId(source, int(r)) for r in kept)
+            else:
+                self.ids.extend(RowId(source, int(r), p) for r, p in zip(kept, where, strict=True))
 
     def add(self, ids: list[RowId]) -> None:
         self.ids.extend(ids[: max(0, self.limit - len(self.ids))])
@@ -67,13 +96,14 @@ class RowList:
 
 @dataclass(frozen=True)
 class WorstRow:
-    """One of the most different rows, with enough context to reproduce and judge it."""
+    """One of the most different decision units, with enough context to reproduce and
+    judge it; `group` is the unit's group under the gate (DeepVariant: snp or indel)."""
 
     id: RowId
     score: float
     max_ulp: int
     max_abs_diff: float
-    is_snp: bool
+    group: str | None
     reference: list[float]
     candidate: list[float]
     gq_reference: float
@@ -83,9 +113,9 @@ class WorstRow:
     gate_reference: bool
     gate_candidate: bool
 
-    def sort_key(self) -> tuple[float, int, str, int]:
+    def sort_key(self) -> tuple[float, int, str, int, tuple[int, ...]]:
         """Worst first; ties broken by row id so merged lists equal single-pass lists."""
-        return (-self.score, -self.max_ulp, self.id.input, self.id.row)
+        return (-self.score, -self.max_ulp, self.id.input, self.id.row, self.id.position)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,7 +123,7 @@ class WorstRow:
             "score": self.score,
             "max_ulp": self.max_ulp,
             "max_abs_diff": _finite_or_none(self.max_abs_diff),
-            "is_snp": self.is_snp,
+            "group": self.group,
             "reference": _floats(np.array(self.reference)),
             "candidate": _floats(np.array(self.candidate)),
             "gq_reference": _finite_or_none(self.gq_reference),
@@ -115,7 +145,7 @@ class WorstRow:
             score=float(data["score"]),
             max_ulp=int(data["max_ulp"]),
             max_abs_diff=num("max_abs_diff"),
-            is_snp=bool(data["is_snp"]),
+            group=None if data["group"] is None else str(data["group"]),
             reference=_nan_if_none(data["reference"]),
             candidate=_nan_if_none(data["candidate"]),
             gq_reference=num("gq_reference"),

@@ -38,7 +38,9 @@ _AXIS = {
     "properties": {"kind": {"enum": ["linear", "log10"]}},
 }
 
-ROW_ID = _object({"input": _STR, "row": _INT})
+_SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1}}
+_POSITION = {"type": "array", "items": _INT}
+ROW_ID = _object({"input": _STR, "row": _INT, "position": _POSITION})
 ROW_IDS = {"type": "array", "items": ROW_ID}
 
 VALIDITY = _object(
@@ -67,7 +69,8 @@ WORST_ROW = _object(
         "score": _NONNEG,
         "max_ulp": _INT,
         "max_abs_diff": _PROB,
-        "is_snp": _BOOL,
+        "position": _POSITION,
+        "group": {"type": ["string", "null"]},
         "reference": {"type": "array", "items": _PROB},
         "candidate": {"type": "array", "items": _PROB},
         "gq_reference": _PROB,
@@ -111,13 +114,16 @@ BACKEND = _object(
     {
         "rows": _INT,
         "num_classes": {"type": ["integer", "null"], "minimum": 1},
+        "positions": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 1}},
+        "decisions": _INT,
         "argmax_changes": _INT,
         "argmax_change_rows": ROW_IDS,
         "gate_flips": _INT,
-        "gate_flips_snp": _INT,
-        "gate_flips_indel": _INT,
+        "gate_groups": {
+            "type": "object",
+            "additionalProperties": _object({"rows": _INT, "gate_flips": _INT}),
+        },
         "gate_flip_rows": ROW_IDS,
-        "snp_rows": _INT,
         "gate_accepted_reference": _INT,
         "gate_accepted_candidate": _INT,
         "bit_identical_rows": _INT,
@@ -158,6 +164,16 @@ SETTINGS = _object(
         "invariance_rows": _INT,
         "list_rows": _INT,
         "worst_rows": _INT,
+        "gate": _STR,
+    }
+)
+
+GATE = _object(
+    {
+        "policy": {"enum": ["deepvariant", "confidence", "none"]},
+        "parameters": {"type": "object"},
+        "chosen_by": _STR,
+        "undecided": _BOOL,
     }
 )
 
@@ -171,7 +187,14 @@ REPORT_SCHEMA: dict[str, Any] = {
             "created": _STR,
             "kerasport_version": _STR,
             "model": _object(
-                {"path": _STR, "sha256": _STR, "num_features": _INT, "num_classes": _INT}
+                {
+                    "path": _STR,
+                    "sha256": _STR,
+                    "num_features": _INT,
+                    "num_classes": _INT,
+                    "input_shape": _SHAPE,
+                    "output_shape": _SHAPE,
+                }
             ),
             "bundle": _object(
                 {
@@ -181,6 +204,9 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "source_matches": _BOOL,
                     "num_features": _INT,
                     "num_classes": _INT,
+                    "input_shape": _SHAPE,
+                    "output_shape": _SHAPE,
+                    "head": {"enum": ["softmax", "sigmoid", "linear"]},
                 }
             ),
             "reference": _object(
@@ -195,6 +221,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             "inputs": {"type": "array", "items": INPUT},
             "rows": _INT,
             "settings": SETTINGS,
+            "gate": GATE,
             "backends": {"type": "object", "additionalProperties": BACKEND, "minProperties": 1},
             "warnings": {"type": "array", "items": _STR},
             "merged_from": {"type": "array", "items": _STR},

@@ -11,17 +11,26 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from kerasport.errors import InputError
+from kerasport.verify.policies import DecisionPolicy, parse_gate, policy_for
 
 # Fields that change the numbers in a report: merging reports that differ in these would
-# add up counts that mean different things.
-COMPARISON_FIELDS = ("snp_threshold", "indel_threshold", "is_snp_column", "sum_tolerance")
+# add up counts that mean different things. `gate` is checked first, by merge, by name.
+COMPARISON_FIELDS = ("gate", "snp_threshold", "indel_threshold", "is_snp_column", "sum_tolerance")
+# The options of DeepVariant's gate: giving one asks for that gate.
+DEEPVARIANT_FIELDS = ("snp_threshold", "indel_threshold", "is_snp_column")
 # Fields that only change the verdict: a merge may override them.
 VERDICT_FIELDS = ("max_ulp", "max_batch_ulp")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Options of one verification. Defaults are DeepVariant WGS's gate (20/28)."""
+    """Options of one verification.
+
+    `gate` is the decision policy as `--gate` names it (`policies.parse_gate`); None means
+    not chosen: `verify_bundle` then chooses by the bundle and the examples, and stores
+    its choice, and a comparator handed these settings directly judges by DeepVariant's
+    gate. The DeepVariant thresholds default to DeepVariant WGS's gate (20/28).
+    """
 
     snp_threshold: int = 20
     indel_threshold: int = 28
@@ -33,8 +42,11 @@ class Settings:
     invariance_rows: int = 4096
     list_rows: int = 1000
     worst_rows: int = 20
+    gate: str | None = None
 
     def __post_init__(self) -> None:
+        if self.gate is not None:
+            object.__setattr__(self, "gate", parse_gate(self.gate))
         if self.is_snp_column < 0:
             raise InputError(f"is_snp_column must be >= 0, got {self.is_snp_column}")
         if not self.sum_tolerance >= 0:
@@ -48,6 +60,10 @@ class Settings:
         for name in ("invariance_rows", "list_rows", "worst_rows"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def policy(self) -> DecisionPolicy:
+        """The decision policy these settings name (DeepVariant's when `gate` is None)."""
+        return policy_for(self.gate, self.snp_threshold, self.indel_threshold, self.is_snp_column)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
