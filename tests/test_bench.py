@@ -308,3 +308,235 @@ def test_explicit_examples_that_do_not_fit_are_clear_errors(tmp_path: Path) -> N
     # Without --examples, bundled rows of another width give way to synthetic ones.
     pool, source = load_pool(None, 5)
     assert pool.shape == (65_536, 5) and source.startswith("synthetic (")
+
+
+# ---------------------------------------------------------------- any model: its own spec
+
+GENERIC_SIZES = {"1", "2", "5", "8", "32", "128", "1024"}
+
+
+def _save_cnn(path: Path) -> Path:
+    """A small image classifier: (8, 8, 1) -> conv -> pool -> 3-way softmax."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Flatten()(keras.layers.MaxPooling2D()(x))
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(path)
+    return path
+
+
+def _save_embedding(path: Path) -> Path:
+    """Token indices in: (6,) int32 over a 20-word vocabulary -> Embedding -> 2-way softmax."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,), dtype="int32")
+    x = keras.layers.Flatten()(keras.layers.Embedding(20, 4)(inputs))
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def generic_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """A tiny CNN and a tiny Embedding model, each with its bundle."""
+    from kerasport.export import export_bundle
+
+    root = tmp_path_factory.mktemp("generic")
+    out = {}
+    for name, save in (("cnn", _save_cnn), ("embedding", _save_embedding)):
+        model = save(root / f"{name}.keras")
+        out[name] = (model, export_bundle(model, root / f"{name}-bundle"))
+    return out
+
+
+@pytest.mark.slow
+def test_quick_bench_of_a_cnn_feeds_its_input_spec(
+    generic_bundles: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model, bundle = generic_bundles["cnn"]
+    out = tmp_path / "out"
+    args = parse(["bench", str(bundle), "--model", str(model), "--out", str(out), "--quick",
+                  "--baselines", "tf"])
+    assert bench_command.run(args, find_full_trace=lambda: pytest.fail("no trace wanted")) == 0
+
+    captured = capsys.readouterr()
+    assert "trace:" not in captured.err
+    results = json.loads((out / "results.json").read_text())
+    meta = results["meta"]
+    assert meta["deepvariant_shaped"] is False
+    assert meta["model_spec"] == "(8, 8, 1) float32 -> (3,) softmax"
+    assert meta["examples"].startswith("synthetic (65,536 seeded examples of shape (8, 8, 1)")
+    assert meta["notes"] == [] and meta["trace_source"] is None
+    assert results["trace"] == {} and "processes" not in results
+    engines = results["engines"]
+    assert {"kerasport-onnxruntime", "keras-tf-predict", "keras-tf-call", "floor-ort"} <= set(
+        engines)
+    assert "floor-gemm" not in engines  # a conv net is no matrix chain
+    for key, per in results["latency"].items():
+        assert set(per) == GENERIC_SIZES, key
+        assert all(v["p50_us"] > 0 and v["reps"] >= 2 for v in per.values()), key
+    process = results["process"]
+    assert {"python", "kerasport-onnxruntime", "keras-tf"} <= set(process)
+    assert "tensorflow" not in process["kerasport-onnxruntime"]["imported"]
+    assert all(p["cold_start_s"] > 0 and p["rss_mb"]["load"] > 0 for p in process.values())
+    assert {r["rows"] for r in results["large"].values()} == {20_000}
+    assert all(math.isfinite(n) and n >= 0 for n in _numbers(results["latency"]))
+
+    text = (out / "RESULTS.md").read_text()
+    assert "## Goals" not in text and "## 1. Trace replay" not in text
+    positions = [text.index(s) for s in ("## 2. Latency by batch size", "## 3. Cost of a process",
+                                         "## 4. Memory under a large batch")]
+    assert positions == sorted(positions)
+    assert "- Model: (8, 8, 1) float32 -> (3,) softmax (235 parameters)" in text
+    for column in ("Keras TensorFlow predict()", "Keras TensorFlow model(x)",
+                   "kerasport (onnxruntime)", "RSS after load", "1,024 rows", "32 rows"):
+        assert column in captured.out
+
+
+@pytest.mark.slow
+def test_quick_bench_of_an_embedding_model_reads_its_examples_and_caps_rows_by_memory(
+    generic_bundles: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kerasport.bench.run import jax_available
+    from kerasport.bench.spec import row_cap
+    from kerasport.manifest import read_manifest
+
+    model, bundle = generic_bundles["embedding"]
+    tokens = np.random.default_rng(5).integers(0, 20, size=(50, 6)).astype(np.int32)
+    np.save(tmp_path / "tokens.npy", tokens)
+    per_row = row_cap(read_manifest(bundle), tokens.itemsize, 1 << 30).row_bytes
+    budget_mb = per_row * 100.5 / (1 << 20)  # room for exactly 100 rows in one call
+    out = tmp_path / "out"
+    args = parse(["bench", str(bundle), "--model", str(model), "--out", str(out), "--quick",
+                  "--examples", str(tmp_path / "tokens.npy"), "--memory-budget-mb",
+                  str(budget_mb), "--sections", "latency,process", "--baselines", "jax"])
+    assert args.func(args) == 0
+
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    meta = results["meta"]
+    assert meta["examples"] == "real: tokens.npy (50 examples of shape (6,))"
+    assert meta["model_spec"] == "(6,) int32, indices in [0, 20) -> (2,) softmax"
+    assert meta["row_cap"]["rows"] == 100
+    assert len(meta["notes"]) == 1
+    assert meta["notes"][0].startswith("batch sizes 128, 1,024 capped to 100 rows: one row")
+    assert f"capped by memory: {meta['notes'][0]}" in printed
+    assert "- Capped by memory: batch sizes 128, 1,024" in (out / "RESULTS.md").read_text()
+    for key, per in results["latency"].items():
+        assert set(per) == {"1", "2", "5", "8", "32", "100"}, key
+    assert "large" not in results and results["trace"] == {}
+    expected = {"kerasport-onnxruntime", "floor-ort"} | (
+        {"keras-jax-predict", "keras-jax-call"} if jax_available() else set())
+    assert expected <= set(results["engines"])
+    assert "100 rows" in printed
+
+
+@pytest.mark.slow
+def test_deepvariant_sections_are_refused_for_other_models(
+    generic_bundles: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    model, bundle = generic_bundles["cnn"]
+    args = parse(["bench", str(bundle), "--model", str(model), "--sections", "latency,trace"])
+    with pytest.raises(BenchError, match=r"the trace section replays DeepVariant's per-region "
+                                         r"calls .* this model maps \(8, 8, 1\) float32 -> "
+                                         r"\(3,\) softmax"):
+        args.func(args)
+    trace = write_trace(tmp_path / "trace.tsv", [1, 2])
+    args = parse(["bench", str(bundle), "--model", str(model), "--trace", str(trace)])
+    with pytest.raises(BenchError, match=r"--trace replays DeepVariant's"):
+        args.func(args)
+
+
+@pytest.mark.slow
+def test_cold_start_and_measure_run_on_the_spec_and_on_threads(
+    generic_bundles: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    """What benchmarks/bench_segmentation.py builds on: a cold start whose first call is a
+    .npy of the model's examples, and a measuring process on 2 threads, without floors."""
+    from kerasport.bench.process_cost import cold_start, run_worker
+    from kerasport.bench.worker import WORKLOAD_FILE
+    from kerasport.bench.workload import write_workload
+
+    model, bundle = generic_bundles["cnn"]
+    examples = np.random.default_rng(1).standard_normal((3, 8, 8, 1)).astype(np.float32)
+    np.save(tmp_path / "first.npy", examples[:1])
+    cold = cold_start("kerasport-onnxruntime", bundle, model, tmp_path / "first.npy", runs=1,
+                      discard=0, threads=2)
+    assert cold["cold_start_s"] > 0 and cold["rss_mb"]["first_call"] > 0
+    assert cold["imported"] == ["onnxruntime"]
+    write_workload(tmp_path / WORKLOAD_FILE, examples, np.ones(1, np.int64), np.zeros(1, np.int64))
+    job = {"task": "measure", "group": "kerasport", "bundle": str(bundle), "model": str(model),
+           "trace": False, "batch_sizes": [1, 3], "min_time": 0.0, "min_reps": 2, "warmup": 1,
+           "threads": 2, "floors": False, "engines": ["kerasport-onnxruntime"]}
+    measured = run_worker(job, tmp_path)
+    assert list(measured["latency"]) == ["kerasport-onnxruntime"]
+    assert set(measured["latency"]["kerasport-onnxruntime"]) == {"1", "3"}
+    assert measured["memory"]["peak_rss_mb"] >= measured["memory"]["rss_mb"] > 0
+
+
+def test_pools_of_other_inputs_are_drawn_for_the_spec_or_read_from_npy(tmp_path: Path) -> None:
+    from kerasport.bench.workload import load_pool
+    from kerasport.manifest import InputSpec
+
+    image = InputSpec((8, 8, 1))
+    pool, source = load_pool(None, image)
+    assert pool.shape == (65_536, 8, 8, 1) and pool.dtype == np.float32
+    assert source == ("synthetic (65,536 seeded examples of shape (8, 8, 1), float32: standard "
+                      "normal values)")
+    tile = InputSpec((256, 256, 2))
+    pool, source = load_pool(None, tile)
+    assert pool.shape == (128, 256, 256, 2)  # 64 MB of distinct tiles
+    tokens = InputSpec((6,), "int32", (3, 20))
+    pool, source = load_pool(None, tokens)
+    assert pool.dtype == np.int32 and pool.min() >= 3 and pool.max() < 20
+    assert source.endswith("int32: indices drawn over [3, 20))")
+
+    np.save(tmp_path / "images.npy", np.ones((4, 8, 8, 1)))  # float64 is cast, as Keras does
+    pool, source = load_pool(tmp_path / "images.npy", image)
+    assert pool.dtype == np.float32 and pool.shape == (4, 8, 8, 1)
+    assert source == "real: images.npy (4 examples of shape (8, 8, 1))"
+    with pytest.raises(BenchError, match=r"images.npy holds examples of shape \(4, 8, 8, 1\); "
+                                         r"the model takes \(N, 256, 256, 2\)"):
+        load_pool(tmp_path / "images.npy", tile)
+    with pytest.raises(BenchError, match=r"reads --examples from a \.npy of shape \(N, 8, 8, 1\)"):
+        load_pool(tmp_path / "images.csv", image)
+    with pytest.raises(BenchError, match=r"holds float64 values; the model takes integers"):
+        load_pool(tmp_path / "images.npy", InputSpec((8, 8, 1), "int32"))
+    bad = np.full((3, 6), 5, dtype=np.int64)
+    bad[2, 4] = 20
+    np.save(tmp_path / "tokens.npy", bad)
+    with pytest.raises(BenchError, match=r"row 2 position \(4,\) holds 20, outside the "
+                                         r"Embedding's indices \[3, 20\)"):
+        load_pool(tmp_path / "tokens.npy", tokens)
+    with pytest.raises(BenchError, match="cannot read examples"):
+        load_pool(tmp_path / "missing.npy", image)
+
+
+def test_row_caps_keep_deepvariant_sizes_and_cap_tiles() -> None:
+    from kerasport.bench.spec import DEFAULT_BUDGET, RowCap, deepvariant_shaped, row_cap
+    from kerasport.manifest import InputSpec, Manifest, OutputSpec
+
+    def manifest(inputs: InputSpec, outputs: OutputSpec, row_bytes: int) -> Manifest:
+        return Manifest("x", "y", math.prod(inputs.shape), outputs.shape[-1], {}, "m.keras",
+                        "0" * 64, {}, "", input_spec=inputs, output_spec=outputs,
+                        row_bytes=row_bytes)
+
+    wgs = manifest(InputSpec((70,)), OutputSpec((3,)), 4 * (750 + 750))
+    assert deepvariant_shaped(wgs)
+    sizes = (1, 2, 5, 8, 32, 128, 1024, 100_000)
+    assert row_cap(wgs, 8, DEFAULT_BUDGET).cap(sizes) == (sizes, [])  # today's sizes, all run
+    tiles = manifest(InputSpec((256, 256, 2)), OutputSpec((256, 256, 3)), 4 << 20)
+    assert not deepvariant_shaped(tiles)
+    cap = row_cap(tiles, 4, 256 << 20)
+    assert cap == RowCap(27, 256 << 20, 4 * 256 * 256 * 5 + 2 * (4 << 20))
+    assert cap.cap((1, 8, 32, 1024)) == ((1, 8, 27), [32, 1024])
+    assert cap.note([32, 1024]) == (
+        "batch sizes 32, 1,024 capped to 27 rows: one row of a call may hold 9.2 MB (input, "
+        "output and 2x the engine's working memory), and one call is held to 256.0 MB")
+    assert not deepvariant_shaped(manifest(InputSpec((6,), "int32", (0, 9)), OutputSpec((2,)), 8))

@@ -1,4 +1,7 @@
-"""`kerasport bench BUNDLE --model MODEL.keras [--trace TSV ...] [--out DIR] [--quick]`."""
+"""`kerasport bench BUNDLE --model MODEL.keras [--trace TSV ...] [--out DIR] [--quick]`.
+
+DeepVariant's model is benched on DeepVariant's workload; any other model on examples of its
+own input spec (`kerasport.bench.run` says which sections apply to which)."""
 
 from __future__ import annotations
 
@@ -47,12 +50,15 @@ def _section_list(text: str) -> tuple[str, ...]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark a bundle against Keras on DeepVariant's real workload",
-        description="Replay DeepVariant's per-region workload through every backend of the "
-        "bundle and through Keras (predict() and a direct call; TensorFlow, and JAX when "
-        "installed), time calls by batch size against ONNX Runtime and GEMM floors, measure "
-        "cold start, resident and peak memory and multi-process throughput, and write "
-        "RESULTS.md, bench.png and results.json.",
+        help="benchmark a bundle against Keras (DeepVariant's real workload, or any model's "
+        "own input spec)",
+        description="Time calls by batch size through every backend of the bundle and through "
+        "Keras (predict() and a direct call; TensorFlow, and JAX when installed) against ONNX "
+        "Runtime floors, measure cold start, resident and peak memory, and write RESULTS.md, "
+        "bench.png and results.json. A DeepVariant-shaped model ((batch, features) float rows "
+        "-> (batch, classes)) also replays DeepVariant's per-region workload (one process and "
+        "several) against a GEMM floor; any other model is fed examples of its input spec "
+        "(or --examples FILE.npy) at 1 to 1,024 rows, capped by --memory-budget-mb.",
     )
     parser.add_argument("bundle", type=Path, help="bundle directory (from kerasport export)")
     parser.add_argument("--model", type=Path, required=True, help="the Keras model (model.keras)")
@@ -67,8 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--examples",
         type=Path,
-        help="real example rows, any examples format (.npy .npz .csv .tsv .tfrecord[.gz]) "
-        "(default: the bundled real examples when they fit the model, else synthetic rows)",
+        help="real example rows, any examples format (.npy .npz .csv .tsv .tfrecord[.gz]); for "
+        "a model whose examples are not rows of float features, a .npy shaped (N, *input "
+        "shape) (default: the bundled real examples when they fit the model, else examples "
+        "drawn for the model's input spec)",
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="output directory (default %(default)s)"
@@ -93,7 +101,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "on every call, the others on the sample (default 300)",
     )
     parser.add_argument(
-        "--batch-sizes", type=_int_list, help="latency batch sizes (default 1,2,5,8,32,...)"
+        "--batch-sizes",
+        type=_int_list,
+        help="latency batch sizes (default 1,2,5,8,32,128,1024, and 100000 for DeepVariant's "
+        "model; sizes above the memory cap are capped)"
     )
     parser.add_argument(
         "--large-rows",
@@ -109,7 +120,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--sections",
         type=_section_list,
-        help="comma-separated subset of trace,latency,process,large,processes (default all)",
+        help="comma-separated subset of trace,latency,process,large,processes (default all "
+        "for DeepVariant's model, latency,process,large for any other)",
+    )
+    parser.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        help="memory one measured call may hold; larger row counts are capped to fit and the "
+        "report says so (default 2048, or half the available memory if less; --quick 256)",
     )
     parser.set_defaults(func=run)
 
@@ -122,10 +140,15 @@ def run(
     from kerasport.bench.report import console_summary, write_report
     from kerasport.bench.run import Settings
     from kerasport.bench.run import run as run_bench
+    from kerasport.bench.spec import deepvariant_shaped
     from kerasport.bench.trace import default_trace, describe_source
+    from kerasport.manifest import read_manifest
 
-    trace = list(args.trace) if args.trace else default_trace(find_full_trace)
-    print(f"trace: {describe_source(trace)['text']}", file=sys.stderr)
+    trace = list(args.trace or [])
+    if not trace and deepvariant_shaped(read_manifest(args.bundle)):
+        trace = default_trace(find_full_trace)  # any other model has no per-region trace
+    if trace:
+        print(f"trace: {describe_source(trace)['text']}", file=sys.stderr)
     settings = Settings(args.bundle, args.model, trace, examples=args.examples)
     if args.quick:
         settings.make_quick()
@@ -138,6 +161,7 @@ def run(
         "processes": args.processes,
         "cold_runs": args.cold_runs,
         "sections": args.sections,
+        "memory_budget_mb": args.memory_budget_mb,
     }
     for name, value in overrides.items():
         if value is not None:

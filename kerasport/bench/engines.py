@@ -55,43 +55,58 @@ def single_thread_env(group: str, base: dict[str, str] | None = None) -> dict[st
     DeepVariant runs one make_examples process per core, so one thread per process is the
     setting that matters; the variables must be set before the libraries are imported.
     """
+    return thread_env(group, 1, base)
+
+
+def thread_env(group: str, threads: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a measuring process with `threads` compute threads per library.
+
+    A short job that owns its machine (DeepCell's tiles) uses every core, so the bench can
+    measure that too. XLA has no flag for an exact count: JAX with more than one thread runs
+    XLA's default pool, one thread per core, so ask for as many threads as the machine has.
+    """
     env = dict(os.environ if base is None else base)
+    count = str(threads)
     env.update(
-        OMP_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        TF_NUM_INTRAOP_THREADS="1",
+        OMP_NUM_THREADS=count,
+        OPENBLAS_NUM_THREADS=count,
+        MKL_NUM_THREADS=count,
+        TF_NUM_INTRAOP_THREADS=count,
         TF_NUM_INTEROP_THREADS="1",
         TF_CPP_MIN_LOG_LEVEL="3",
     )
     if group == "keras-jax":
         env["KERAS_BACKEND"] = "jax"
-        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
+        if threads == 1:
+            flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
         env["JAX_PLATFORMS"] = "cpu"
     elif group == "keras-tf":
         env["KERAS_BACKEND"] = "tensorflow"
     return env
 
 
-def open_group(group: str, bundle: Path, model: Path, workdir: Path, floors: bool = True) -> Group:
-    """Load the engines of `group`; call only in a process started with single_thread_env.
+def open_group(
+    group: str, bundle: Path, model: Path, workdir: Path, floors: bool = True, threads: int = 1
+) -> Group:
+    """Load the engines of `group`; call only in a process started with `thread_env(group,
+    threads)`.
 
     `floors=False` leaves the floors out, for processes whose memory is being measured.
     """
     if group == "kerasport":
-        return _kerasport_group(bundle, workdir, floors)
+        return _kerasport_group(bundle, workdir, floors, threads)
     if group in ("keras-tf", "keras-jax"):
-        return _keras_group(group, model, workdir)
+        return _keras_group(group, model, workdir, threads)
     raise ValueError(f"unknown engine group {group!r}")
 
 
-def _kerasport_group(bundle: Path, workdir: Path, floors: bool) -> Group:
+def _kerasport_group(bundle: Path, workdir: Path, floors: bool, threads: int) -> Group:
     from kerasport import runtime
 
     engines = []
     for backend in runtime.servable_artifacts(bundle):
-        classifier = runtime.load(bundle, backend=backend, threads=1)
+        classifier = runtime.load(bundle, backend=backend, threads=threads)
         engines.append(
             Engine(
                 f"kerasport-{backend}",
@@ -103,7 +118,7 @@ def _kerasport_group(bundle: Path, workdir: Path, floors: bool) -> Group:
     if not floors:
         return Group(engines)
     if "onnxruntime" in runtime.servable_artifacts(bundle):
-        engines += _ort_floors(bundle)
+        engines += _ort_floors(bundle, threads)
     kernels = workdir / KERNELS_FILE
     if kernels.is_file():
         engines.append(_gemm_floor(kernels))
@@ -119,7 +134,7 @@ def _classify_with(classify: Callable[..., Any], classifier: Any) -> Callable[[A
     return run
 
 
-def _ort_floors(bundle: Path) -> list[Engine]:
+def _ort_floors(bundle: Path, threads: int) -> list[Engine]:
     """ONNX Runtime with the runtime's session options, called the two cheapest ways.
 
     `floor-ort`: inputs and outputs bound ahead of time. One binding per row count is made on
@@ -138,15 +153,17 @@ def _ort_floors(bundle: Path) -> list[Engine]:
     manifest = read_manifest(bundle)
     artifact = next(iter(artifacts_of(manifest, "onnxruntime").values()))
     session = ort.InferenceSession(
-        checked_bytes(bundle, artifact), session_options(1), providers=["CPUExecutionProvider"]
+        checked_bytes(bundle, artifact), session_options(threads),
+        providers=["CPUExecutionProvider"],
     )
+    dtype = np.dtype(manifest.inputs.dtype)  # what the ONNX graph takes
     bound: dict[int, tuple[Any, np.ndarray, np.ndarray]] = {}
 
     def prepare(x: np.ndarray) -> Any:
         rows = x.shape[0]
         if rows not in bound:
-            inputs = np.empty((rows, manifest.num_features), dtype=np.float32)
-            outputs = np.empty((rows, manifest.num_classes), dtype=np.float32)
+            inputs = np.empty((rows, *manifest.inputs.shape), dtype=dtype)
+            outputs = np.empty((rows, *manifest.outputs.shape), dtype=np.float32)
             binding = session.io_binding()
             binding.bind_ortvalue_input(
                 manifest.input_name, ort.OrtValue.ortvalue_from_numpy(inputs)
@@ -170,17 +187,17 @@ def _ort_floors(bundle: Path) -> list[Engine]:
         ),
         Engine(
             "ort-run-dict",
-            "ORT run(dict), float32 ready",
+            f"ORT run(dict), {dtype} ready",
             "reference",
             lambda x: session.run(names, {manifest.input_name: x}),
-            lambda x: np.ascontiguousarray(x, dtype=np.float32),
+            lambda x: np.ascontiguousarray(x, dtype=dtype),
         ),
         Engine(
             "ort-run-ortvalues",
             "ORT run_with_ort_values, OrtValue ready",
             "reference",
             lambda value: session.run_with_ort_values(names, {manifest.input_name: value}),
-            lambda x: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            lambda x: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x, dtype=dtype)),
         ),
     ]
 
@@ -202,7 +219,7 @@ def _gemm_floor(kernels_path: Path) -> Engine:
     return Engine("floor-gemm", "floor: numpy GEMM", "floor", run, prepare, flops)
 
 
-def _keras_group(group: str, model_path: Path, workdir: Path) -> Group:
+def _keras_group(group: str, model_path: Path, workdir: Path, threads: int) -> Group:
     from kerasport.export.keras_model import load_keras_model
     from kerasport.quiet import quiet_import
 
@@ -210,17 +227,17 @@ def _keras_group(group: str, model_path: Path, workdir: Path) -> Group:
     if group == "keras-tf":
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     name = group.split("-", 1)[1]
     model = load_keras_model(model_path)
-    kernels = [np.asarray(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
+    kernels = dense_chain_kernels(model)
     info: dict[str, Any] = {
         "keras_backend": keras.backend.backend(),
-        "layers": [list(k.shape) for k in kernels],
+        "layers": [list(k.shape) for k in kernels or []],
         "params": int(model.count_params()),
     }
-    if group == "keras-tf":  # the GEMM floor, measured in the runtime's process, needs them
+    if group == "keras-tf" and kernels:  # the GEMM floor, measured in the runtime's process
         np.savez(workdir / KERNELS_FILE, **{f"k{i}": k for i, k in enumerate(kernels)})  # type: ignore[arg-type]
     label = "TensorFlow" if name == "tf" else "JAX"
     return Group(
@@ -240,3 +257,15 @@ def _keras_group(group: str, model_path: Path, workdir: Path) -> Group:
         ],
         info,
     )
+
+
+def dense_chain_kernels(model: Any) -> list[np.ndarray] | None:
+    """The kernels of a (batch, features) model whose kernels form one matrix chain
+    (DeepVariant's Dense stack), the only shape the GEMM floor measures; else None."""
+    kernels = [np.asarray(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")]
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or len(inputs[0].shape) != 2 or not kernels:
+        return None
+    widths = [inputs[0].shape[1]] + [k.shape[1] for k in kernels if k.ndim == 2]
+    chained = all(k.ndim == 2 and k.shape[0] == widths[i] for i, k in enumerate(kernels))
+    return kernels if chained else None

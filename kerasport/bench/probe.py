@@ -1,10 +1,14 @@
-"""Cold-start probe: `python -m kerasport.bench.probe ENGINE BUNDLE MODEL FEATURES`.
+"""Cold-start probe: `python -m kerasport.bench.probe ENGINE BUNDLE MODEL FIRST [THREADS]`.
 
 Runs in a fresh process and does what a production process does first: import, load the
-model, classify one small region. It prints one JSON line (stage times, resident memory after
-each stage, which heavy modules got imported) as soon as the first call returns, so the
-parent can stamp the cold start without counting interpreter teardown. Only the standard
-library is imported before the timed stages; ENGINE decides what is imported after:
+model, classify its first input. FIRST is that input: a number of features (2 rows of ones,
+one small DeepVariant region) or a .npy of examples of the model's input spec (a tile of a
+segmentation model, token indices), read inside the first-call stage as a job reads its
+first input. THREADS (default 1) is the engine's compute threads. It prints one JSON line
+(stage times, resident memory after each stage, which heavy modules got imported) as soon as
+the first call returns, so the parent can stamp the cold start without counting interpreter
+teardown. Only the standard library is imported before the timed stages; ENGINE decides what
+is imported after:
 
 - `python`: numpy only, the floor any Python process pays;
 - `kerasport-BACKEND`: kerasport.runtime and that backend's engine (never TensorFlow);
@@ -38,7 +42,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(engine: str, bundle: str, model: str, num_features: int) -> dict[str, Any]:
+def run(engine: str, bundle: str, model: str, first: str, threads: int = 1) -> dict[str, Any]:
     stages: dict[str, float] = {}
     rss: dict[str, float] = {"start": _rss_mb()}
     mark = time.perf_counter()
@@ -52,6 +56,11 @@ def run(engine: str, bundle: str, model: str, num_features: int) -> dict[str, An
 
     import numpy as np
 
+    def first_input() -> Any:
+        if first.isdigit():
+            return np.ones((2, int(first)), np.int64)
+        return np.load(first, allow_pickle=False)
+
     if engine == "python":
         stage("import")
         stage("load")
@@ -62,20 +71,20 @@ def run(engine: str, bundle: str, model: str, num_features: int) -> dict[str, An
         manifest = importlib.import_module("kerasport.manifest").read_manifest(bundle)
         importlib.import_module(f"kerasport.runtime.backends.{manifest.artifacts[backend].backend}")
         stage("import")
-        classifier = runtime.load(bundle, backend=backend, threads=1)
+        classifier = runtime.load(bundle, backend=backend, threads=threads)
         stage("load")
-        runtime.classify(classifier, np.ones((2, num_features), np.int64), 128)
+        runtime.classify(classifier, first_input(), 128)
         stage("first_call")
     else:
         keras = importlib.import_module("keras")
         if engine == "keras-tf":
             tf = importlib.import_module("tensorflow")
-            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
         stage("import")
         model_ = keras.saving.load_model(model, compile=False, safe_mode=True)
         stage("load")
-        model_.predict(np.ones((2, num_features), np.int64), batch_size=128, verbose=0)
+        model_.predict(first_input(), batch_size=128, verbose=0)
         stage("first_call")
     return {
         "in_process_s": time.perf_counter() - _T0,
@@ -86,5 +95,6 @@ def run(engine: str, bundle: str, model: str, num_features: int) -> dict[str, An
 
 
 if __name__ == "__main__":
-    result = run(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    threads = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+    result = run(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], threads)
     print(json.dumps(result), flush=True)

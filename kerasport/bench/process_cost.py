@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasport.bench import BenchError
-from kerasport.bench.engines import single_thread_env
+from kerasport.bench.engines import thread_env
 
 
 def group_of(engine: str) -> str:
@@ -34,7 +34,7 @@ def group_of(engine: str) -> str:
 def run_worker(job: dict[str, Any], workdir: Path, timeout: float | None = None) -> Any:
     """Run one `worker.py` job in a fresh process and return the JSON it wrote."""
     job_file, result_file = _job_files(job, workdir)
-    env = single_thread_env(job["group"])
+    env = thread_env(job["group"], int(job.get("threads", 1)))
     proc = subprocess.run(
         [sys.executable, "-m", "kerasport.bench.worker", str(job_file)],
         env=env,
@@ -68,16 +68,20 @@ def cold_start(
     engine: str,
     bundle: Path,
     model: Path,
-    num_features: int,
+    first: int | Path,
     runs: int,
     discard: int = 1,
     python: str = sys.executable,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Median over `runs` fresh processes of: start -> imported -> loaded -> first call.
 
+    The first call classifies `first`: an int is a number of features (2 rows of ones, a
+    small DeepVariant region), a path a .npy of examples of the model's input spec.
     The first `discard` runs only warm the page cache, so the figure is a process start on a
     machine that has the files in memory, as every make_examples shard but the first sees.
     `python` is the interpreter to start: another environment's, to measure a fresh install.
+    `threads` is the engine's compute threads (`engines.thread_env`).
     """
     command = [
         python,
@@ -86,9 +90,10 @@ def cold_start(
         engine,
         str(bundle),
         str(model),
-        str(num_features),
+        str(first),
+        str(threads),
     ]
-    env = single_thread_env(group_of(engine))
+    env = thread_env(group_of(engine), threads)
     records = []
     for attempt in range(discard + runs):
         start = time.perf_counter()
@@ -137,7 +142,7 @@ def throughput(
     """
     job = {**common, "task": "throughput", "group": group_of(engine), "engine": engine}
     job["full"] = full
-    env = single_thread_env(job["group"])
+    env = thread_env(job["group"], int(job.get("threads", 1)))
     procs = []
     for _ in range(processes):
         job_file, result_file = _job_files(job, workdir)

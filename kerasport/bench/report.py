@@ -36,11 +36,24 @@ float32 array; and numpy's float32 matrix chain of the model's shapes on one BLA
 (GFLOP/s from its median). The floors run the whole batch at once, so at very large batches
 they can be slower than kerasport's 128-row chunks, whose intermediates stay in cache."""
 
+GENERIC_LATENCY_TEXT = """\
+Median time of one call on N examples (the same examples for every engine), one thread.
+kerasport runs `classify(classifier, x, 128)`; Keras `predict(x, batch_size=128)` and
+`model(x)`. Floors: ONNX Runtime with inputs and outputs bound before the call (IOBinding,
+the runtime's session options), and ONNX Runtime `run()` with a dict holding a ready
+array."""
+
 LARGE_TEXT = """\
 One call on one huge region (int64 rows), each engine in its own process: peak RSS (kernel
 high-water mark reset before the call, plus 1 ms sampling) minus RSS before the input
 existed, minus the input and output arrays. kerasport and `predict` chunk at 128 rows;
 `model(x)` is PR 1089's single forward pass."""
+
+GENERIC_LARGE_TEXT = """\
+One call on one large batch of examples, each engine in its own process: peak RSS (kernel
+high-water mark reset before the call, plus 1 ms sampling) minus RSS before the input
+existed, minus the input and output arrays. kerasport and `predict` chunk (kerasport also
+by bytes of working memory); `model(x)` is one forward pass over every example."""
 
 
 @dataclass
@@ -113,8 +126,16 @@ def adapter_overhead(results: dict[str, Any], backend: str) -> dict[int, float]:
     return out
 
 
+def deepvariant_shaped(results: dict[str, Any]) -> bool:
+    """Whether the run benched DeepVariant's model (results before this field: always)."""
+    return bool(results.get("meta", {}).get("deepvariant_shaped", True))
+
+
 def goals(results: dict[str, Any]) -> list[Goal]:
+    """The benchmark issue's goals; they are DeepVariant's, so none for any other model."""
     out: list[Goal] = []
+    if not deepvariant_shaped(results):
+        return out
     trace = results["trace"]
     floor = trace.get("floor-ort")
     for backend in _engines(results, "backend"):
@@ -250,6 +271,8 @@ def _header(results: dict[str, Any]) -> str:
     )
     layers = " -> ".join(str(shape[1]) for shape in info.get("layers", []))
     model = f"{meta['num_features']} -> {layers}" if layers else f"{meta['num_features']} inputs"
+    if not deepvariant_shaped(results):
+        model = meta["model_spec"]
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
     settings = meta["settings"]
     lines = [
@@ -261,22 +284,35 @@ def _header(results: dict[str, Any]) -> str:
         f"- Versions: {versions}",
         f"- Model: {model}" + (f" ({info['params']:,} parameters)" if "params" in info else ""),
         f"- Examples: {meta['examples']}",
-        f"- Trace: {meta['trace_source']['text']}: {meta['trace_regions']:,} regions, "
-        f"{meta['trace_calls']:,} with examples (one classify() call each), "
-        f"{meta['trace_rows']:,} rows",
+    ]
+    if meta.get("trace_source"):
+        lines.append(
+            f"- Trace: {meta['trace_source']['text']}: {meta['trace_regions']:,} regions, "
+            f"{meta['trace_calls']:,} with examples (one classify() call each), "
+            f"{meta['trace_rows']:,} rows"
+        )
+    elif not deepvariant_shaped(results):
+        lines.append(
+            "- No trace: the model is not DeepVariant's (batch, features) -> (batch, classes), "
+            "so DeepVariant's per-region replay and its goals do not apply"
+        )
+    lines += [
         "- Every measurement runs in a fresh process with one compute thread (OMP, OpenBLAS, "
         "TF intra/inter-op, XLA) and imports only what its engine needs. Keras runs with "
         "`compile=False, safe_mode=True` loading, `predict(x, batch_size=128, verbose=0)` as "
         "DeepVariant's `classify()`, and `np.asarray(model(x, training=False))` as PR 1089.",
     ]
+    for note in meta.get("notes", []):
+        lines.append(f"- Capped by memory: {note}")
     for warning in meta.get("warnings", []):
         lines.append(f"- **Warning**: {warning}")
     if meta.get("skipped_baselines"):
         lines.append(f"- Not run (not installed): {', '.join(meta['skipped_baselines'])}")
-    lines.append(
-        f"- Whole benchmark took {meta.get('bench_s', 0):.0f} s; "
-        f"sample of slow baselines: {settings['sample_calls']:,} calls, seed fixed."
+    sample = (
+        f"; sample of slow baselines: {settings['sample_calls']:,} calls, seed fixed"
+        if meta.get("trace_source") else ""
     )
+    lines.append(f"- Whole benchmark took {meta.get('bench_s', 0):.0f} s{sample}.")
     return "\n".join(lines)
 
 
@@ -360,7 +396,7 @@ def _latency_section(results: dict[str, Any]) -> str:
         [
             "## 2. Latency by batch size",
             "",
-            LATENCY_TEXT,
+            LATENCY_TEXT if deepvariant_shaped(results) else GENERIC_LATENCY_TEXT,
             "",
             table(header, rows),
         ]
@@ -432,11 +468,12 @@ def _large_section(results: dict[str, Any]) -> str:
                 f"{r['seconds']:.1f} s",
             ]
         )
+    dv = deepvariant_shaped(results)
     return "\n".join(
         [
-            "## 4. Memory under large regions",
+            "## 4. Memory under large regions" if dv else "## 4. Memory under a large batch",
             "",
-            LARGE_TEXT,
+            LARGE_TEXT if dv else GENERIC_LARGE_TEXT,
             "",
             table(
                 [
@@ -485,8 +522,9 @@ def _processes_section(results: dict[str, Any]) -> str:
 
 
 def render_markdown(results: dict[str, Any], plot_name: str | None) -> str:
-    """RESULTS.md: header, goals, then each section that this run measured."""
-    parts = [_header(results), _goals_section(goals(results))]
+    """RESULTS.md: header, goals (DeepVariant's model), then each section this run measured."""
+    goal_list = goals(results)
+    parts = [_header(results)] + ([_goals_section(goal_list)] if goal_list else [])
     sections = (
         ("trace", _trace_section),
         ("latency", _latency_section),
@@ -510,7 +548,9 @@ def console_summary(results: dict[str, Any]) -> str:
         for k in latency
         if latency[k] and results["engines"][k]["kind"] in ("baseline", "backend")
     ]
-    sizes = [n for n in CONSOLE_BATCHES if all(str(n) in latency[k] for k in keys)]
+    measured = sorted({int(n) for k in keys for n in latency[k]})
+    shown = CONSOLE_BATCHES if deepvariant_shaped(results) else measured
+    sizes = [n for n in shown if all(str(n) in latency[k] for k in keys)]
     rows = [
         [f"{n:,} row{'s' if n > 1 else ''}"] + [fmt_us(latency[k][str(n)]["p50_us"]) for k in keys]
         for n in sizes
@@ -522,6 +562,7 @@ def console_summary(results: dict[str, Any]) -> str:
         rss.append(f"{process[probe]['rss_mb']['load']:.0f} MB" if probe in process else "-")
     rows.append(["RSS after load", *rss])
     lines = [table(["per call", *(_label(results, k) for k in keys)], rows), ""]
+    lines += [f"capped by memory: {note}" for note in results.get("meta", {}).get("notes", [])]
     for goal in goals(results):
         status = goal.status.strip("*").upper()
         lines.append(f"{status:>12}  {goal.name}: {goal.measured} (target {goal.target})")

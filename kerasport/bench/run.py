@@ -3,6 +3,10 @@
 This process only orchestrates: it never imports TensorFlow, JAX or ONNX Runtime, so it
 cannot disturb what it measures. Sections run one after another (never two measuring
 processes at once, except in the multi-process section, where that is the point).
+
+DeepVariant's model (float rows in, classes out) gets every section, on its real trace and
+rows. Any other model gets the sections that do not need DeepVariant's workload (latency,
+process, large) on examples of its own input spec, with row counts capped by memory.
 """
 
 from __future__ import annotations
@@ -23,16 +27,20 @@ import numpy as np
 
 from kerasport.bench import BenchError
 from kerasport.bench.process_cost import cold_start, large_region, run_worker, throughput
+from kerasport.bench.spec import QUICK_BUDGET, RowCap, deepvariant_shaped, describe, row_cap
 from kerasport.bench.trace import Trace, describe_source, read_trace, seeded_sample
 from kerasport.bench.worker import WORKLOAD_FILE
 from kerasport.bench.workload import load_pool, write_workload
-from kerasport.manifest import read_manifest, sha256_file
+from kerasport.manifest import Manifest, read_manifest, sha256_file
 from kerasport.runtime import servable_artifacts
 from kerasport.versions import installed_versions
 
 BATCH_SIZES = (1, 2, 5, 8, 32, 128, 1024, 100_000)
 QUICK_BATCH_SIZES = (1, 2, 5, 8, 32, 128, 1024)
 SECTIONS = ("trace", "latency", "process", "large", "processes")
+TRACE_SECTIONS = ("trace", "processes")  # replay DeepVariant's calls: its model only
+GENERIC_SECTIONS = ("latency", "process", "large")
+FIRST_CALL_FILE = "first_call.npy"  # a generic model's cold-start input: 2 pool examples
 SAMPLE_SEED = 1089  # the PR that started this: the slow baselines' fixed sample of calls
 _VERSIONED = (
     "kerasport",
@@ -55,7 +63,7 @@ class Settings:
     trace: list[Path]
     examples: Path | None = None
     baselines: tuple[str, ...] = ("tf", "jax")
-    batch_sizes: tuple[int, ...] = BATCH_SIZES
+    batch_sizes: tuple[int, ...] | None = None  # BATCH_SIZES for DeepVariant's model, else 1-1,024
     sample_calls: int = 3000
     pilot_calls: int = 200
     full_budget_s: float = 300.0
@@ -68,12 +76,14 @@ class Settings:
     large_engines: tuple[str, ...] = ("keras-tf-call", "keras-tf-predict")
     processes: tuple[int, ...] = field(default_factory=lambda: default_processes())
     throughput_full: bool = True
-    sections: tuple[str, ...] = SECTIONS
+    sections: tuple[str, ...] | None = None  # all that apply to the model
+    memory_budget_mb: float | None = None  # one call's memory; default spec.row_cap's
     quick: bool = False
 
     def make_quick(self) -> None:
         self.quick = True
         self.batch_sizes = QUICK_BATCH_SIZES
+        self.memory_budget_mb = QUICK_BUDGET / (1 << 20)
         self.sample_calls, self.pilot_calls, self.full_budget_s = 24, 4, 0.0
         self.min_time, self.min_reps, self.warmup = 0.01, 2, 1
         self.cold_runs, self.cold_discard = 1, 0
@@ -104,14 +114,14 @@ def run(settings: Settings, log: Any = None) -> dict[str, Any]:
         else:
             print(stamped, file=sys.stderr, flush=True)
 
-    unknown = sorted(set(settings.sections) - set(SECTIONS))
-    if unknown:
-        raise BenchError(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    manifest = read_manifest(settings.bundle)
+    dv = deepvariant_shaped(manifest)
+    _resolve(settings, manifest, dv)
+    assert settings.sections is not None and settings.batch_sizes is not None
     if settings.trace or {"trace", "processes"} & set(settings.sections):
         trace = read_trace(settings.trace)
     else:  # latency, process and large need rows, not the workload's shape
         trace = Trace((), 0, np.ones(1, dtype=np.int64))
-    manifest = read_manifest(settings.bundle)
     if not settings.model.is_file():
         raise BenchError(f"Keras model not found: {settings.model}")
     warnings = []
@@ -121,7 +131,17 @@ def run(settings: Settings, log: Any = None) -> dict[str, Any]:
             f"from the manifest's {manifest.source_file}): the comparison may be of two models"
         )
         say(f"warning: {warnings[-1]}")
-    pool, pool_source = load_pool(settings.examples, manifest.num_features)
+    pool, pool_source = load_pool(settings.examples, manifest.inputs)
+    mb = settings.memory_budget_mb
+    budget = None if mb is None else int(mb * (1 << 20))
+    cap = row_cap(manifest, pool.dtype.itemsize, budget)
+    settings.batch_sizes, capped = cap.cap(settings.batch_sizes)
+    notes = [cap.note(capped)] if capped else []
+    if not dv and "large" in settings.sections and settings.large_rows > cap.rows:
+        notes.append(cap.note([settings.large_rows], "large-batch rows"))
+        settings.large_rows = cap.rows
+    for note in notes:
+        say(note)
     baselines = [b for b in settings.baselines if b != "jax" or jax_available()]
     skipped = [b for b in settings.baselines if b not in baselines]
     backends = [f"kerasport-{name}" for name in servable_artifacts(settings.bundle)]
@@ -130,7 +150,11 @@ def run(settings: Settings, log: Any = None) -> dict[str, Any]:
     try:
         sample = seeded_sample(trace.calls, settings.sample_calls, SAMPLE_SEED)
         write_workload(workdir / WORKLOAD_FILE, pool, trace.counts, sample)
-        context = _Context(settings, workdir, manifest.num_features, baselines, backends, say)
+        first: int | Path = manifest.num_features  # DeepVariant's: 2 rows of ones, as always
+        if not dv:
+            first = workdir / FIRST_CALL_FILE
+            np.save(first, pool[:2])
+        context = _Context(settings, workdir, first, baselines, backends, say)
         if {"trace", "latency"} & set(settings.sections):
             _measure(context, results)
         if "process" in settings.sections:
@@ -142,16 +166,51 @@ def run(settings: Settings, log: Any = None) -> dict[str, Any]:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["meta"] = _meta(settings, manifest.num_features, trace, pool_source, skipped)
+    results["meta"].update(_model_meta(manifest, dv, cap))
+    results["meta"]["notes"] = notes
     results["meta"]["warnings"] = warnings
     results["meta"]["bench_s"] = time.perf_counter() - started
     return results
+
+
+def _resolve(settings: Settings, manifest: Manifest, dv: bool) -> None:
+    """Fill the settings left to the model's shape; refuse DeepVariant's sections for any
+    other model, since they replay DeepVariant's per-region calls of float rows."""
+    if settings.sections is None:
+        settings.sections = SECTIONS if dv else GENERIC_SECTIONS
+    unknown = sorted(set(settings.sections) - set(SECTIONS))
+    if unknown:
+        raise BenchError(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    trace_parts = [name for name in TRACE_SECTIONS if name in settings.sections]
+    if not dv and (trace_parts or settings.trace):
+        what = f"the {' and '.join(trace_parts)} section" if trace_parts else "--trace"
+        raise BenchError(
+            f"{what} replays DeepVariant's per-region calls of (batch, features) float rows; "
+            f"this model maps {describe(manifest)}: bench it with --sections "
+            f"{','.join(GENERIC_SECTIONS)} (the default for it) and no --trace"
+        )
+    if settings.batch_sizes is None:
+        settings.batch_sizes = BATCH_SIZES if dv else QUICK_BATCH_SIZES
+
+
+def _model_meta(manifest: Manifest, dv: bool, cap: RowCap) -> dict[str, Any]:
+    return {
+        "deepvariant_shaped": dv,
+        "model_spec": describe(manifest),
+        "input_shape": list(manifest.inputs.shape),
+        "input_dtype": manifest.inputs.dtype,
+        "output_shape": list(manifest.outputs.shape),
+        "head": manifest.outputs.head,
+        "row_cap": {"rows": cap.rows, "budget_mb": cap.budget_bytes / (1 << 20),
+                    "row_mb": cap.row_bytes / (1 << 20)},
+    }
 
 
 @dataclass
 class _Context:
     settings: Settings
     workdir: Path
-    num_features: int
+    first: int | Path  # the cold-start probe's first input (process_cost.cold_start)
     baselines: list[str]
     backends: list[str]
     say: Any
@@ -168,6 +227,7 @@ def _measure(context: _Context, results: dict[str, Any]) -> None:
     """Sections 1 and 2, one process per engine group; keras-tf first, as it leaves the
     model's kernels for the GEMM floor measured in the runtime's process."""
     settings = context.settings
+    assert settings.sections is not None and settings.batch_sizes is not None
     for group in [f"keras-{b}" for b in context.baselines] + ["kerasport"]:
         parts = [name for name in ("trace", "latency") if name in settings.sections]
         context.say(f"{group}: {' and '.join(parts)}")
@@ -199,7 +259,7 @@ def _process(context: _Context) -> dict[str, Any]:
             name,
             context.settings.bundle.resolve(),
             context.settings.model.resolve(),
-            context.num_features,
+            context.first,
             context.settings.cold_runs,
             context.settings.cold_discard,
         )
@@ -209,7 +269,7 @@ def _process(context: _Context) -> dict[str, Any]:
 
 def _large(context: _Context) -> dict[str, Any]:
     rows = context.settings.large_rows
-    context.say(f"peak memory on a {rows:,}-row region")
+    context.say(f"peak memory of one call on {rows:,} rows")
     keras = [e for e in context.settings.large_engines if e.split("-")[1] in context.baselines]
     return {
         name: large_region(name, rows, context.workdir, context.common)
@@ -244,7 +304,7 @@ def _meta(
         "num_features": num_features,
         "examples": pool_source,
         "trace_files": [p.name for p in trace.files],
-        "trace_source": describe_source(trace.files),
+        "trace_source": describe_source(trace.files) if trace.files else None,
         "trace_regions": trace.regions,
         "trace_calls": trace.calls,
         "trace_rows": trace.rows,

@@ -4,7 +4,9 @@ The parent (`kerasport.bench.run`) writes the job, starts this process with one-
 settings (`engines.single_thread_env`) and reads the JSON it leaves at `job["result"]`.
 Tasks:
 
-- `measure`: trace replay and latency by batch size for every engine of a group.
+- `measure`: trace replay and latency by batch size for every engine of a group (or the
+  ones `job["engines"]` names; `job["floors"]` false leaves the floors out), on
+  `job["threads"]` threads (default 1), and the process' resident and peak memory after.
 - `large`: peak resident memory of one engine classifying one very large region.
 - `throughput`: trace replay in one of several processes started together; it prints
   `ready`, waits for a line on stdin, then runs, so all processes start at once.
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from kerasport.bench.engines import Engine, open_group
-from kerasport.bench.memory import MB, PeakRss, rss_bytes
+from kerasport.bench.memory import MB, PeakRss, hwm_bytes, rss_bytes
 from kerasport.bench.timing import summarize, time_batch, time_calls
 from kerasport.bench.workload import Workload
 
@@ -78,14 +80,24 @@ def _warm_up(
     return len(first_of_size)
 
 
+def _open(job: dict[str, Any], floors: bool) -> tuple[list[Engine], dict[str, Any]]:
+    """The job's engines: its group's, those `job["engines"]` names if it names any."""
+    workdir = Path(job["workdir"])
+    threads = int(job.get("threads", 1))
+    group = open_group(job["group"], Path(job["bundle"]), Path(job["model"]), workdir, floors,
+                       threads)
+    wanted = job.get("engines")
+    return [e for e in group.engines if wanted is None or e.key in wanted], group.info
+
+
 def measure(job: dict[str, Any]) -> dict[str, Any]:
     workdir = Path(job["workdir"])
-    group = open_group(job["group"], Path(job["bundle"]), Path(job["model"]), workdir)
+    engines, info = _open(job, bool(job.get("floors", True)))
     workload = Workload.load(workdir / WORKLOAD_FILE, with_trace=job["trace"])
     sizes = [int(n) for n in job["batch_sizes"]]
     batch = workload.batch(max(sizes)) if sizes else workload.pool[:0]
-    out: dict[str, Any] = {"info": group.info, "engines": {}, "trace": {}, "latency": {}}
-    for engine in group.engines:
+    out: dict[str, Any] = {"info": info, "engines": {}, "trace": {}, "latency": {}}
+    for engine in engines:
         out["engines"][engine.key] = {"label": engine.label, "kind": engine.kind}
         out["latency"][engine.key] = {}
         if job["trace"]:
@@ -93,7 +105,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
             _progress(f"{engine.label}: trace replayed")
     for n in sizes:
         timed = time_batch(
-            group.engines,
+            engines,
             batch[:n],
             min_time=job["min_time"],
             min_reps=job["min_reps"],
@@ -102,14 +114,14 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         for key, result in timed.items():
             out["latency"][key][str(n)] = result
         _progress(f"{job['group']}: {n:,} rows timed")
+    out["memory"] = {"rss_mb": rss_bytes() / MB, "peak_rss_mb": hwm_bytes() / MB}
     return out
 
 
 def large(job: dict[str, Any]) -> dict[str, Any]:
     """Peak RSS of one call on `rows` rows, and how far it exceeds input plus output."""
     workdir = Path(job["workdir"])
-    group = open_group(job["group"], Path(job["bundle"]), Path(job["model"]), workdir, False)
-    engine = next(e for e in group.engines if e.key == job["engine"])
+    engine = next(e for e in _open(job, False)[0] if e.key == job["engine"])
     workload = Workload.load(workdir / WORKLOAD_FILE, with_trace=False)
     engine.run(engine.prepare(workload.pool[:2]))  # first-call allocations are not the region's
     gc.collect()
@@ -139,8 +151,7 @@ def large(job: dict[str, Any]) -> dict[str, Any]:
 
 def throughput(job: dict[str, Any]) -> dict[str, Any]:
     workdir = Path(job["workdir"])
-    group = open_group(job["group"], Path(job["bundle"]), Path(job["model"]), workdir, False)
-    engine = next(e for e in group.engines if e.key == job["engine"])
+    engine = next(e for e in _open(job, False)[0] if e.key == job["engine"])
     workload = Workload.load(workdir / WORKLOAD_FILE)
     chosen = np.arange(workload.counts.size) if job["full"] else workload.sample
     inputs = [workload.call(int(i)) for i in chosen]
