@@ -253,7 +253,7 @@ def _specs(data: dict[str, Any], num_features: int, num_classes: int) -> dict[st
             )
         index_range = (index_range[0], index_range[1])
     row_bytes = data.get("row_bytes")
-    if isinstance(row_bytes, bool) or not isinstance(row_bytes, int) or not 1 <= row_bytes:
+    if isinstance(row_bytes, bool) or not isinstance(row_bytes, int) or row_bytes < 1:
         raise BundleError(
             f"malformed bundle manifest: row_bytes must be a positive integer, got "
             f"{_show(row_bytes)}"
