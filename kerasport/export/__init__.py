@@ -50,8 +50,9 @@ def export_bundle(
 
     `probe` (a batch of examples) is what Keras and the exported model must agree on; by
     default 256 seeded examples drawn for the input spec (`probe_examples`). `tvm_targets`
-    (names, or "auto" for this CPU) adds one TVM library per target; each one this CPU can run is checked against
-    Keras like the ONNX model, and one it cannot run is recorded as unchecked, with a warning.
+    (names, or "auto" for this CPU) adds one TVM library per target; each one this CPU can
+    run is checked against Keras like the ONNX model, and one it cannot run is recorded as
+    unchecked, with a warning.
     """
     model_path = Path(model_path)
     check_opset(opset)
