@@ -60,11 +60,11 @@ def test_array_examples_of_the_wrong_shape_or_not_finite_are_refused(tmp_path: P
     with pytest.raises(ExamplesError, match=r"nan.npy rows 0\+: value nan at index \[3, 1, 2, 0\]"):
         list(iter_chunks([tmp_path / "nan.npy"], 128, TILE, integers=False))
     np.savetxt(tmp_path / "t.csv", np.zeros((2, 128)), delimiter=",", fmt="%d")
-    with pytest.raises(InputError, match="give a .npy or .npz"):
+    with pytest.raises(InputError, match=r"give a \.npy or \.npz"):
         list(iter_chunks([tmp_path / "t.csv"], 128, TILE, integers=False))
     # A table of floats for a (rows, features) model, read DeepVariant's way, is refused.
     np.save(tmp_path / "f.npy", np.full((2, 4), 0.5))
-    with pytest.raises(ExamplesError, match="non-integer value 0.5"):
+    with pytest.raises(ExamplesError, match=r"non-integer value 0\.5"):
         list(iter_chunks([tmp_path / "f.npy"], 128, (4,), integers=True))
     assert len(list(iter_chunks([tmp_path / "f.npy"], 128, (4,), integers=False))) == 1
 

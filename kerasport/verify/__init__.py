@@ -1,12 +1,16 @@
-"""Verify a bundle against the Keras model it came from, as DeepVariant would use it.
+"""Verify a bundle against the Keras model it came from, as its consumer would use it.
 
     report = verify_bundle("model.keras", "bundle/", ["chr20.npy"])
     print(render_table(report)); sys.exit(report.exit_code)
 
-The comparator (`compare.Comparison`) knows nothing about backends: it accumulates, in
-flat memory and mergeably, the differences between two float32 probability streams. The
-rest feeds it (`core`), runs the reference (`reference`), judges (`result.judge`), renders
-(`report`, `html`) and merges cohorts (`merge`). Importing this package loads numpy only.
+The comparator (`compare.Comparison`) knows nothing about backends or DeepVariant: it
+accumulates, in flat memory and mergeably, the differences between two float32 output
+streams shaped (N, C) or (N, ..., C), deciding per row and position (`decisions`) and
+asking a decision policy which calls are accepted (`policies`: DeepVariant's gate, a
+confidence threshold, or none). The rest reads the bundle's specs (`spec`), feeds the
+comparator (`core`, `inputs`), runs the reference (`reference`), judges (`result.judge`),
+renders (`report`, `html`) and merges cohorts (`merge`). Importing this package loads
+numpy only.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ import numpy as np
 from kerasport.errors import KerasportError
 from kerasport.verify.compare import Comparison
 from kerasport.verify.histograms import Histogram2D, LogAxis, ulp_bin_bounds
-from kerasport.verify.policies import ConfidenceGate, DecisionPolicy, DeepVariantGate
 from kerasport.verify.report import columns, format_ids, gate_line, model_shape, table_rows
 from kerasport.verify.result import BackendResult, Report
 from kerasport.verify.rows import RowId
@@ -129,17 +128,7 @@ def dp_plot(comp: Comparison, name: str) -> str:
     return _png(figure, title)
 
 
-def _gate_lines(policy: DecisionPolicy) -> list[tuple[float, str, str]]:
-    """Where the gate's thresholds fall on the GQ (phred of max p) axis."""
-    if isinstance(policy, DeepVariantGate):
-        return [
-            (policy.snp_threshold, "SNP gate", "#cc3311"),
-            (policy.indel_threshold, "indel gate", "#ee7733"),
-        ]
-    if isinstance(policy, ConfidenceGate) and policy.threshold < 1:
-        phred = float(-10 * np.log10(1 - min(policy.threshold, 1 - 1e-7)))
-        return [(phred, f"max p >= {policy.threshold:g}", "#cc3311")]
-    return []
+GATE_COLOURS = ("#cc3311", "#ee7733", "#aa3377")
 
 
 def gq_plot(comp: Comparison, name: str, settings: Settings) -> str:
@@ -151,12 +140,10 @@ def gq_plot(comp: Comparison, name: str, settings: Settings) -> str:
         "|GQ difference| (phred)",
         [0, 10, 20, 30, 40, 50, 60, 70],
     )
-    drawn = False
-    for threshold, label, colour in _gate_lines(settings.policy()):
-        if threshold >= 0:
-            ax.axvline(threshold, color=colour, linestyle="--", label=label)
-            drawn = True
-    if drawn:
+    marks = settings.policy().phred_thresholds()
+    for (threshold, label), colour in zip(marks, GATE_COLOURS, strict=False):
+        ax.axvline(threshold, color=colour, linestyle="--", label=label)
+    if marks:
         ax.legend(loc="upper left", fontsize="small")
     return _png(figure, title)
 

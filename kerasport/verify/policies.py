@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kerasport.errors import InputError
-from kerasport.verify.gq import gate_passes, genotype_quality
+from kerasport.verify.gq import MAX_CONFIDENCE, gate_passes, genotype_quality
 from kerasport.verify.spec import BundleSpec
 
 DEEPVARIANT = "deepvariant"
@@ -102,6 +102,14 @@ class DecisionPolicy:
     def flip_reason(self, flips: int, group_flips: Sequence[int]) -> str:
         return f"{flips} gate flip(s) ({self.describe()})"
 
+    def change_words(self, rule: str) -> str:
+        """What a changed decision is called in a verdict ("arg-max", "p >= 0.5")."""
+        return rule
+
+    def phred_thresholds(self) -> list[tuple[float, str]]:
+        """Where the gate's thresholds fall on the GQ (phred of max p) axis, for plots."""
+        return []
+
     def to_json(self) -> dict[str, Any]:
         return {"policy": self.name, "parameters": self.parameters()}
 
@@ -162,6 +170,14 @@ class DeepVariantGate(DecisionPolicy):
             raise ValueError("the deepvariant gate needs each row's is_snp flag")
         return np.where(np.asarray(context).astype(bool), 0, 1)
 
+    def change_words(self, rule: str) -> str:
+        return "arg-max (genotype)" if rule == "arg-max" else rule
+
+    def phred_thresholds(self) -> list[tuple[float, str]]:
+        """The thresholds in use (a negative one disables its type: not drawn)."""
+        marks = [(self.snp_threshold, "SNP gate"), (self.indel_threshold, "indel gate")]
+        return [(float(value), label) for value, label in marks if value >= 0]
+
     def flip_reason(self, flips: int, group_flips: Sequence[int]) -> str:
         snp, indel = group_flips
         return (
@@ -204,6 +220,12 @@ class ConfidenceGate(DecisionPolicy):
 
     def flip_reason(self, flips: int, group_flips: Sequence[int]) -> str:
         return f"{flips} gate flip(s) at max p >= {self.threshold:g}"
+
+    def phred_thresholds(self) -> list[tuple[float, str]]:
+        if self.threshold >= 1:  # beyond GQ's cap
+            return []
+        phred = float(-10.0 * np.log10(1.0 - min(self.threshold, MAX_CONFIDENCE)))
+        return [(phred, f"max p >= {self.threshold:g}")]
 
 
 @dataclass(frozen=True)

@@ -50,19 +50,17 @@ def percent_identical(identical: int, rows: int, unit: str = "row") -> str:
 
 
 def columns(report: Report) -> tuple[str, ...]:
-    """The table's columns: DeepVariant's (PR 1089's) under its gate; otherwise the
-    decision column names its rule (arg-max, or p >= 0.5 for a sigmoid) and gate flips are
-    not split by variant type."""
-    policy = report.settings.policy()
-    if policy.groups == ("snp", "indel") and report.bundle.head == "softmax":
-        return COLUMNS
+    """The table's columns, in the terms of the report's gate and head: under
+    DeepVariant's gate on a softmax, exactly `COLUMNS` (PR 1089's table)."""
+    policy, head = report.settings.policy(), report.bundle.head
     groups = f" ({' / '.join(policy.group_labels)})" if policy.group_labels else ""
+    scores = head == "linear"  # not probabilities
     return (
         "backend",
         "examples compared",
-        f"{policy.call_name} ({rule(report.bundle.head)}) changes",
-        "bit-identical outputs",
-        "max output diff",
+        f"{policy.call_name} ({rule(head)}) changes",
+        "bit-identical outputs" if scores else "bit-identical probabilities",
+        "max output diff" if scores else "max prob diff",
         "max GQ (phred) diff",
         f"gate flips{groups}",
         "ULP max / p50 / p99 / p99.9",

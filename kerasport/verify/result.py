@@ -17,7 +17,6 @@ import kerasport
 from kerasport.verify.compare import Comparison
 from kerasport.verify.decisions import rule
 from kerasport.verify.invariance import Invariance
-from kerasport.verify.policies import DEEPVARIANT
 from kerasport.verify.settings import Settings
 
 SCHEMA = "kerasport-verify-report"
@@ -79,7 +78,7 @@ class GateInfo:
     reports of any gate.
     """
 
-    chosen_by: str = "--gate"
+    chosen_by: str = "given"
     undecided: bool = False
 
 
@@ -133,7 +132,7 @@ def judge(result: BackendResult, settings: Settings, head: str = "softmax") -> l
     comp, inv = result.comparison, result.invariance
     policy = settings.policy()
     reasons: list[str] = []
-    decision = rule(head) if policy.name != DEEPVARIANT else "arg-max (genotype)"
+    decision = policy.change_words(rule(head))
     if comp.argmax_changes:
         reasons.append(f"{comp.argmax_changes} {decision} change(s)")
     if comp.gate_flips:
