@@ -303,7 +303,7 @@ def verify_bundle(
 def _with_gate_hint(exc: KerasportError, choice: GateChoice) -> KerasportError:
     """`exc`, with a word on the gate when DeepVariant's was a guess from the model's shape
     and the examples then broke one of its rules (whole-number features, a 0/1 is_snp)."""
-    guessed = choice.spec == DEEPVARIANT and "decided from the first chunk" in choice.chosen_by
+    guessed = choice.spec == DEEPVARIANT and choice.from_examples
     text = str(exc)
     if not guessed or not ("non-integer value" in text or "is_snp" in text):
         return exc

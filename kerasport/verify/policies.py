@@ -280,12 +280,14 @@ class GateChoice:
     """The gate a verification runs, and why: `chosen_by` is stored in the report.
 
     `undecided` marks a default taken for lack of rows to decide from: such a (0-row)
-    report merges with reports of any gate.
+    report merges with reports of any gate. `from_examples` marks a default read from the
+    first chunk of examples, a guess the rest of the examples may contradict.
     """
 
     spec: str
     chosen_by: str
     undecided: bool = False
+    from_examples: bool = False
 
 
 FirstChunk = Callable[[], "tuple[np.ndarray, str] | None"]
@@ -341,11 +343,13 @@ def choose_default(
             NONE,
             f"default: {where} holds {stray[0].item()!r}, so it is no is_snp flag (decided "
             "from the first chunk)",
+            from_examples=True,
         )
     return GateChoice(
         DEEPVARIANT,
         f"default: a DeepVariant-shaped model, and {where} (is_snp) holds only 0 and 1 "
         "(decided from the first chunk)",
+        from_examples=True,
     )
 
 
