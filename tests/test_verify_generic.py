@@ -190,7 +190,7 @@ def test_a_confidence_gate_counts_the_calls_it_accepts(
 
 
 @pytest.mark.slow
-def test_a_sigmoid_gate_and_reports_of_other_gates_do_not_merge(
+def test_reports_of_one_gate_merge_and_reports_of_two_are_refused(
     zoo: dict[str, dict[str, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     paths = zoo["softmax3"]
