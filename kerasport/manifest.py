@@ -36,6 +36,7 @@ MAX_ARTIFACT_BYTES = 1 << 30  # a small model's artifacts are a few MB
 MAX_DIMENSION = 1 << 20  # one axis of an input or output, or the number of classes
 MAX_VALUES = 1 << 26  # values in one example: a 4096 x 4096 x 4 tile
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_HEAD_WARNING = re.compile(r"the model's head is '([A-Za-z0-9_]+)' over")
 # An export writes the bundle into `.<name>.partial-<pid>-<random>` beside its destination and
 # renames it into place only after checking it; the runtime refuses a directory so named.
 _PARTIAL = re.compile(r"\..+\.partial-\d+-.+")
@@ -212,10 +213,14 @@ class Manifest:
 
 
 def _v2_head(manifest: Manifest) -> str:
-    """A version 2 bundle's head, as its export warning named it (softmax: no warning)."""
-    for head in ("sigmoid", "linear"):
-        if any(f"head is '{head}'" in warning for warning in manifest.warnings):
-            return head
+    """A version 2 bundle's head, read from the warning its export wrote for any head that
+    is not a softmax over classes ("the model's head is 'sigmoid' over 4 output(s) ..."): a
+    sigmoid is read per class, any other activation (linear, relu, ...) as scores."""
+    for warning in manifest.warnings:
+        match = _HEAD_WARNING.search(warning)
+        if match:
+            name = match.group(1)
+            return name if name in ("softmax", "sigmoid") else "linear"
     return "softmax"
 
 

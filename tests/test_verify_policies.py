@@ -3,7 +3,7 @@ gets by default (and why)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -93,13 +93,21 @@ def test_policies_refuse_models_they_cannot_judge() -> None:
 
 
 def test_the_spec_accessor_reads_a_manifest_or_derives_it() -> None:
-    from kerasport.manifest import InputSpec, OutputSpec
+    from kerasport.manifest import InputSpec, Manifest, OutputSpec
+
+    def manifest(**fields: Any) -> Manifest:
+        return Manifest(
+            input_name="x", output_name="y", artifacts={}, source_file="model.keras",
+            source_sha256="0" * 64, versions={}, created="now", **fields,
+        )
 
     warning = "the model's head is 'sigmoid' over 4 output(s) (...), not a softmax over classes"
-    old = SimpleNamespace(num_features=40, num_classes=4, warnings=[warning])  # format 2
+    old = manifest(num_features=40, num_classes=4, warnings=[warning], format_version=2)
     assert bundle_spec(old) == spec(inputs=(40,), outputs=(4,), head="sigmoid")
+    relu = "the model's head is 'relu' over 3 output(s), not a softmax over classes"
+    assert bundle_spec(manifest(num_features=5, num_classes=3, warnings=[relu])).head == "linear"
     recorded = bundle_spec(
-        SimpleNamespace(
+        manifest(
             num_features=256, num_classes=3, warnings=[],
             input_spec=InputSpec((16, 16, 1)), output_spec=OutputSpec((16, 16, 3), "linear"),
         )
