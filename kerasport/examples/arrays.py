@@ -76,7 +76,9 @@ def _check_npy(path: Path) -> None:
         )
 
 
-def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+def load_npy(path: Path, mmap: bool) -> np.ndarray:
+    """The array a `.npy` file stores, as stored (any shape and numeric dtype), its header
+    and size checked first; `mmap` maps it rather than reading it."""
     _check_npy(path)
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -89,19 +91,19 @@ def _load_npy(path: Path, mmap: bool) -> np.ndarray:
 
 def read_npy(path: Path) -> Examples:
     """Read a whole `.npy` table; only features, as the format holds one array."""
-    return Examples(as_int64_features(_load_npy(path, mmap=False), str(path)))
+    return Examples(as_int64_features(load_npy(path, mmap=False), str(path)))
 
 
 def iter_npy(path: Path, rows: int) -> Iterator[np.ndarray]:
     """Stream a `.npy` table through a memory map, so memory stays at one chunk."""
-    array = _load_npy(path, mmap=True)
+    array = load_npy(path, mmap=True)
     if array.ndim != 2:
         raise ExamplesError(f"{path}: expected a 2-D table (rows, features); got {array.shape}")
     for start in range(0, array.shape[0], rows):
         yield as_int64_features(array[start : start + rows], f"{path} rows {start}+")
 
 
-def _load_npz(
+def load_npz(
     path: Path, extras: tuple[str, ...] = ()
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The features array (see the module's docstring) and those of `extras` present.
@@ -141,7 +143,7 @@ def _features_key(path: Path, members: list[str]) -> str:
 
 def read_npz(path: Path) -> Examples:
     """Read `features` (or a lone `arr_0`), and `labels`, `feature_names`, `positions`."""
-    raw, arrays = _load_npz(path, (LABELS_KEY, NAMES_KEY, POSITIONS_KEY))
+    raw, arrays = load_npz(path, (LABELS_KEY, NAMES_KEY, POSITIONS_KEY))
     features = as_int64_features(raw, f"{path}: features")
     names = arrays.get(NAMES_KEY)
     try:
@@ -159,7 +161,7 @@ def iter_npz(path: Path, rows: int) -> Iterator[np.ndarray]:
     """Chunks of a `.npz` features array; the array itself is loaded whole (zip members
     cannot be memory-mapped), which callers streaming millions of rows should prefer .npy for.
     """
-    features = as_int64_features(_load_npz(path)[0], f"{path}: features")
+    features = as_int64_features(load_npz(path)[0], f"{path}: features")
     for start in range(0, features.shape[0], rows):
         yield features[start : start + rows]
 

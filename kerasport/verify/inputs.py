@@ -41,8 +41,8 @@ class Chunk:
 def _raw_array(path: Path) -> np.ndarray:
     """The stored array of a `.npy` (memory-mapped) or `.npz` (its features member)."""
     if formats.detect_format(path) == formats.NPY:
-        return arrays._load_npy(path, mmap=True)
-    return arrays._load_npz(path)[0]
+        return arrays.load_npy(path, mmap=True)
+    return arrays.load_npz(path)[0]
 
 
 def _is_array_file(path: str | Path) -> bool:
