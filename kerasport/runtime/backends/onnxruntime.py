@@ -11,15 +11,14 @@ import numpy as np
 import onnxruntime as ort
 
 from kerasport.errors import BundleError
-from kerasport.manifest import Artifact, Manifest, artifacts_of, checked_bytes
+from kerasport.manifest import INPUT_DTYPES, Artifact, Manifest, artifacts_of, checked_bytes
 
 # Chunks up to this many rows run through a binding kept per row count (at most ~2.4 MB for
 # a 70-feature model); DeepVariant's per-region calls have 3.5 rows on average. Large
 # examples get bindings only while one slot stays within BOUND_MAX_BYTES.
 BOUND_MAX_ROWS = 128
 BOUND_MAX_BYTES = 4 << 20
-_DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
-_ONNX_TYPES = {"float32": "tensor(float)", "int32": "tensor(int32)", "int64": "tensor(int64)"}
+_ONNX_TYPES = {name: f"tensor({name})" for name in INPUT_DTYPES} | {"float32": "tensor(float)"}
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -45,7 +44,7 @@ class _BoundSlot:
     """Input and output buffers of one row count, bound to the session once."""
 
     def __init__(self, session: ort.InferenceSession, manifest: Manifest, rows: int) -> None:
-        dtype = _DTYPES[manifest.inputs.dtype]
+        dtype = np.dtype(manifest.inputs.dtype)
         self.inputs = np.empty((rows, *manifest.inputs.shape), dtype=dtype)
         self.outputs = np.empty((rows, *manifest.outputs.shape), dtype=np.float32)
         self.binding = session.io_binding()
@@ -79,8 +78,10 @@ class OnnxRuntimeRunner:
         check_signature(self._session, manifest, where)
         self.artifact = artifact
         self._manifest = manifest
-        self._dtype = _DTYPES[manifest.inputs.dtype]
-        io_bytes = 4 * (manifest.num_features + math.prod(manifest.outputs.shape))
+        self._dtype = np.dtype(manifest.inputs.dtype)
+        io_bytes = self._dtype.itemsize * manifest.num_features + 4 * math.prod(
+            manifest.outputs.shape
+        )
         self._bound_rows = min(BOUND_MAX_ROWS, BOUND_MAX_BYTES // io_bytes)
         self._output_names = [manifest.output_name]
         self._local = threading.local()
