@@ -28,7 +28,9 @@ FORMAT = "kerasport-bundle"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (2, 3)
 HEADS = ("softmax", "sigmoid", "linear")
-INPUT_DTYPES = ("float32", "int64", "int32", "int16", "int8", "uint16", "uint8")
+INPUT_DTYPES = (
+    "float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint16", "uint8"
+)
 MAX_RANK = 8
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is 1-20 KB (four TVM libraries, 100 feature names)

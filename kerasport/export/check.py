@@ -16,9 +16,10 @@ DEFAULT_ATOL = 1e-5
 def probe_examples(inputs: InputSpec | int, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
     """Deterministic examples of the model's input spec (an int: (features,) floats).
 
-    A (batch, features) float model gets int64 values 0-100, the range DeepVariant's
-    features live in; an Embedding's indices are drawn over the whole vocabulary; any other
-    input gets standard normal float32 values, the scale normalized inputs and images have.
+    A (batch, features) model or an integer input gets values 0-100 (int64 for a float32
+    table), the range DeepVariant's features live in; an Embedding's indices are drawn over
+    the whole vocabulary; any other float input gets standard normal values, the scale
+    normalized inputs and images have.
     """
     spec = InputSpec((inputs,)) if isinstance(inputs, int) else inputs
     rng = np.random.default_rng(seed)
@@ -26,11 +27,10 @@ def probe_examples(inputs: InputSpec | int, rows: int = PROBE_ROWS, seed: int = 
     if spec.index_range is not None:
         low, high = spec.index_range
         return rng.integers(low, high, size=shape, dtype=np.int64).astype(spec.dtype)
-    if spec.dtype != "float32":
-        return rng.integers(0, 101, size=shape, dtype=np.int64).astype(spec.dtype)
-    if len(spec.shape) == 1:
-        return rng.integers(0, 101, size=shape, dtype=np.int64)
-    return rng.standard_normal(shape, dtype=np.float32)
+    if len(spec.shape) == 1 or np.dtype(spec.dtype).kind in "iu":
+        table = rng.integers(0, 101, size=shape, dtype=np.int64)
+        return table if spec.dtype == "float32" else table.astype(spec.dtype)
+    return rng.standard_normal(shape, dtype=np.float32).astype(spec.dtype)
 
 
 def check_agreement(

@@ -44,6 +44,7 @@ def keras_to_onnx(model: Any, inputs: InputSpec, opset: int = DEFAULT_OPSET) -> 
             )
     except Exception as exc:  # tf2onnx raises many types for unsupported graphs
         raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {exc}") from exc
+    _embed_captured_constants(proto, function.get_concrete_function(*signature), tf)
     repair_graph(proto, layer_names(model))
     try:
         proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import))
@@ -51,6 +52,35 @@ def keras_to_onnx(model: Any, inputs: InputSpec, opset: int = DEFAULT_OPSET) -> 
     except Exception as exc:  # onnx raises its own types for a graph it finds invalid
         raise ExportError(f"tf2onnx wrote an invalid ONNX graph at opset {opset}: {exc}") from exc
     return proto
+
+
+def _embed_captured_constants(proto: Any, concrete: Any, tf: Any) -> None:
+    """Turn the graph inputs tf2onnx made of captured constants back into initializers.
+
+    A layer may hold eager tensors that are not variables (an adapted Normalization's mean
+    and variance): the traced function captures them, and tf2onnx makes each one an extra
+    graph input that every caller would have to feed. Their values are known, so they go
+    into the file as weights; an extra input that is not such a constant is refused.
+    """
+    import onnx
+
+    values = {
+        inner.name: outer
+        for inner, outer in zip(
+            concrete.graph.internal_captures, concrete.captured_inputs, strict=False
+        )
+        if outer.dtype != tf.resource
+    }
+    graph = proto.graph
+    for value in [v for v in graph.input if v.name.split(":")[0] != INPUT_NAME]:
+        if value.name not in values:
+            raise ExportError(
+                f"the converted graph takes an input {value.name!r} besides the examples: the "
+                "model reads state that tf2onnx cannot embed"
+            )
+        array = values[value.name].numpy()
+        graph.initializer.append(onnx.numpy_helper.from_array(array, value.name))
+        graph.input.remove(value)
 
 
 @contextlib.contextmanager

@@ -3,13 +3,15 @@
 tf2onnx does not fail on a TensorFlow op it cannot convert: it logs it, leaves the op in the
 graph under its TensorFlow name and still writes the file, so the break would show only when
 ONNX Runtime loads the bundle. Exact gelu is the common case: TensorFlow computes it with
-`Erfc`, which ONNX does not have (tensorflow-onnx #2347). Here each such op is rewritten with
-an exact ONNX equivalent when one exists, and any op left that the ONNX standard does not
-define at the bundle's opset is refused before anything is written.
+`Erfc`, which ONNX does not have (tensorflow-onnx #2347); celu's `Expm1` is another. Here
+each such op is rewritten with an exact ONNX equivalent when one exists, and any op left
+that the ONNX standard does not define at the bundle's opset is refused before anything is
+written.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -52,26 +54,41 @@ def refuse_unknown_ops(proto: Any, layer_names: list[str]) -> None:
 
 def layer_of(node_name: str, layer_names: list[str]) -> str | None:
     """The Keras layer a converted node came from: tf2onnx names nodes by TensorFlow scope
-    (`model/dense_1/Erfc`), whose components are layer names."""
-    parts = set(node_name.replace(":", "/").split("/"))
-    named = [name for name in layer_names if name in parts]
-    return max(named, key=len) if named else None
+    (`model/dense_1/Erfc`), whose components are layer names, or a layer name with the
+    call's counter after it (`dense_3_1` for layer `dense_3`)."""
+    parts = node_name.replace(":", "/").split("/")
+    for candidates in (parts, [re.sub(r"_\d+$", "", part) for part in parts]):
+        named = [name for name in layer_names if name in candidates]
+        if named:
+            return max(named, key=len)
+    return None
 
 
 def _erfc(node: Any, graph: Any) -> list[Any]:
     """Erfc(x) = 1 - Erf(x): exact in real arithmetic; in float32 it differs from a direct
     erfc by at most one ULP of 1 where erfc is small, and gelu multiplies that by x/2, which
     is far below the export check's tolerance."""
+    return _unary_and_one(node, graph, "Erf", one_first=True)
+
+
+def _expm1(node: Any, graph: Any) -> list[Any]:
+    """Expm1(x) = Exp(x) - 1 (celu): where expm1 is small the difference is at most an ULP
+    of 1, about 1e-7 absolute, below the export check's tolerance."""
+    return _unary_and_one(node, graph, "Exp", one_first=False)
+
+
+def _unary_and_one(node: Any, graph: Any, op: str, one_first: bool) -> list[Any]:
+    """`node` as Sub(1, op(x)) (`one_first`) or Sub(op(x), 1), keeping its output name."""
     import numpy as np
     import onnx
 
-    one = f"{node.name}/one"
+    one, value = f"{node.name}/one", f"{node.name}/{op.lower()}"
     graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.0, np.float32), one))
-    erf_out = f"{node.name}/erf"
+    operands = [one, value] if one_first else [value, one]
     return [
-        onnx.helper.make_node("Erf", [node.input[0]], [erf_out], name=f"{node.name}/Erf"),
-        onnx.helper.make_node("Sub", [one, erf_out], list(node.output), name=node.name),
+        onnx.helper.make_node(op, [node.input[0]], [value], name=f"{node.name}/{op}"),
+        onnx.helper.make_node("Sub", operands, list(node.output), name=node.name),
     ]
 
 
-_REWRITES: dict[str, Callable[[Any, Any], list[Any]]] = {"Erfc": _erfc}
+_REWRITES: dict[str, Callable[[Any, Any], list[Any]]] = {"Erfc": _erfc, "Expm1": _expm1}

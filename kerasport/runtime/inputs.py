@@ -63,7 +63,7 @@ def _check_table(array: np.ndarray, num_features: int) -> None:
 def check_chunk(chunk: np.ndarray, first_row: int, spec: InputSpec) -> None:
     """The value checks one chunk needs before the engine sees it: finite floats for a
     float input; integers inside the vocabulary for an Embedding's indices."""
-    if spec.index_range is not None or spec.dtype != "float32":
+    if spec.index_range is not None or np.dtype(spec.dtype).kind in "iu":
         check_indices(chunk, first_row, spec)
     elif chunk.dtype.kind == "f":
         check_finite(chunk, first_row)

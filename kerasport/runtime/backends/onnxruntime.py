@@ -18,7 +18,10 @@ from kerasport.manifest import INPUT_DTYPES, Artifact, Manifest, artifacts_of, c
 # examples get bindings only while one slot stays within BOUND_MAX_BYTES.
 BOUND_MAX_ROWS = 128
 BOUND_MAX_BYTES = 4 << 20
-_ONNX_TYPES = {name: f"tensor({name})" for name in INPUT_DTYPES} | {"float32": "tensor(float)"}
+_ONNX_TYPES = {name: f"tensor({name})" for name in INPUT_DTYPES} | {
+    "float32": "tensor(float)",
+    "float64": "tensor(double)",
+}
 
 
 def session_options(threads: int) -> ort.SessionOptions:
