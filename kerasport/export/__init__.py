@@ -23,7 +23,12 @@ from kerasport.diskspace import write_file
 from kerasport.errors import ExportError, InputError
 from kerasport.export.bundle import check_destination, write_atomically
 from kerasport.export.check import DEFAULT_ATOL, check_agreement, keras_predict, probe_examples
-from kerasport.export.keras_model import head_warning, load_keras_model, model_signature
+from kerasport.export.keras_model import (
+    head_warning,
+    load_keras_model,
+    model_signature,
+    refuse_half_precision,
+)
 from kerasport.export.model_info import read_model_info
 from kerasport.export.onnx import DEFAULT_OPSET, check_opset, keras_to_onnx, row_bytes
 from kerasport.manifest import MANIFEST_NAME, Artifact, Manifest, sha256_file
@@ -60,6 +65,7 @@ def export_bundle(
     targets = _resolve_tvm_targets(tvm_targets)
     model = load_keras_model(model_path)
     inputs, outputs = model_signature(model)
+    refuse_half_precision(model)
     num_features, num_classes = math.prod(inputs.shape), outputs.shape[-1]
     feature_names, model_info = read_model_info(model_path, num_features)
     layers = _dense_chain(model) if targets else []

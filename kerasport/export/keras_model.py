@@ -70,6 +70,27 @@ def load_keras_model(path: str | Path) -> Any:
     return model
 
 
+def all_layers(model: Any) -> list[Any]:
+    """Every layer, those of nested models (and wrappers' inner layers) included."""
+    flatten = getattr(model, "_flatten_layers", None)
+    return list(flatten(include_self=False, recursive=True)) if flatten else list(model.layers)
+
+
+def refuse_half_precision(model: Any) -> None:
+    """Refuse a layer that computes in float16 or bfloat16 (a mixed-precision policy),
+    naming it: ONNX Runtime's half-precision kernels round differently from TensorFlow's
+    (5e-3 apart on a probe batch), so such a bundle could never pass the 1e-5 check, and the
+    fix is the user's: give the layer dtype="float32"."""
+    for layer in all_layers(model):
+        compute = str(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
+        if compute in ("float16", "bfloat16"):
+            raise ExportError(
+                f"layer {layer.name!r} ({type(layer).__name__}) computes in {compute} "
+                f"(dtype policy {layer.dtype_policy.name!r}); kerasport serves float32 "
+                "computation: build the model with dtype='float32'"
+            )
+
+
 def classifier_shape(model: Any) -> tuple[int, int]:
     """(values per example, classes) of a servable classifier (see `model_signature`)."""
     inputs, outputs = model_signature(model)
@@ -211,10 +232,12 @@ def _head_layer(model: Any) -> Any:
         layer = model.outputs[0]._keras_history.operation
         while type(layer).__name__ in _INFERENCE_IDENTITY:
             layer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
-        return layer
     except (AttributeError, IndexError):
         kept = [layer for layer in model.layers if type(layer).__name__ not in _INFERENCE_IDENTITY]
-        return kept[-1] if kept else None
+        layer = kept[-1] if kept else None
+    while type(layer).__name__ == "TimeDistributed":  # its inner layer computes the head
+        layer = layer.layer
+    return layer
 
 
 def _activation_name(layer: Any) -> str | None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from kerasport.errors import ExportError
+from kerasport.export.keras_model import all_layers
 from kerasport.export.onnx_ops import repair_graph
 from kerasport.manifest import InputSpec
 from kerasport.quiet import VERBOSE_ENV, quiet_import
@@ -100,9 +101,7 @@ def _tf2onnx_log_held_back() -> Iterator[None]:
 
 def layer_names(model: Any) -> list[str]:
     """Every layer's name, nested models' layers included: what a graph node may name."""
-    flatten = getattr(model, "_flatten_layers", None)
-    layers = flatten(include_self=False, recursive=True) if flatten else model.layers
-    return [layer.name for layer in layers]
+    return [layer.name for layer in all_layers(model)]
 
 
 def row_bytes(proto: Any) -> int:
