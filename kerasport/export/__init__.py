@@ -22,7 +22,14 @@ from kerasport.cpu import host_cpu_features, missing_features
 from kerasport.diskspace import write_file
 from kerasport.errors import ExportError, InputError
 from kerasport.export.bundle import check_destination, write_atomically
-from kerasport.export.check import DEFAULT_ATOL, check_agreement, keras_predict, probe_examples
+from kerasport.export.check import (
+    DEFAULT_ATOL,
+    check_agreement,
+    depends_on_chunking,
+    keras_predict,
+    probe_examples,
+    probe_rows,
+)
 from kerasport.export.keras_model import (
     head_warning,
     load_keras_model,
@@ -37,6 +44,11 @@ from kerasport.versions import installed_versions
 __all__ = ["DEFAULT_OPSET", "export_bundle"]
 
 ONNX_FILE = "model.onnx"
+ONE_ROW_WARNING = (
+    "ONNX Runtime gives this graph's examples other bits depending on how many share a call "
+    "(its MatMul kernels take rows in groups), so the bundle is served one example per "
+    "engine call: results never depend on the caller's batching, at the cost of speed"
+)
 _VERSIONED = (
     "keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "numpy",
     "apache-tvm", "apache-tvm-ffi",
@@ -70,13 +82,20 @@ def export_bundle(
     feature_names, model_info = read_model_info(model_path, num_features)
     layers = _dense_chain(model) if targets else []
     proto = keras_to_onnx(model, inputs, opset)
-    probe = probe_examples(inputs) if probe is None else probe
+    per_example = max(row_bytes(proto), 4 * (num_features + math.prod(outputs.shape)))
+    probe = probe_examples(inputs, probe_rows(per_example)) if probe is None else probe
     reference = keras_predict(model, probe)
+    onnx_bytes = proto.SerializeToString()
+    onnx_details: dict[str, Any] = {"opset": opset, "ir_version": int(proto.ir_version)}
+    warnings = [warning for warning in (head_warning(model),) if warning]
+    if depends_on_chunking(onnx_bytes, proto.graph.input[0].name, probe.astype(inputs.dtype)):
+        onnx_details["rows_per_call"] = 1
+        warnings.append(ONE_ROW_WARNING)
 
     def fill(bundle: Path) -> None:
-        write_file(bundle / ONNX_FILE, proto.SerializeToString(), ExportError)
+        write_file(bundle / ONNX_FILE, onnx_bytes, ExportError)
         tvm_artifacts = _compile_tvm(layers, targets, bundle)
-        warnings = [warning for warning in (head_warning(model),) if warning] + [
+        unchecked = [
             f"{key} was not checked against Keras at export: this CPU lacks "
             f"{', '.join(missing)}; run kerasport verify --backend {key} on a CPU that has them"
             for key, artifact in tvm_artifacts.items()
@@ -92,7 +111,7 @@ def export_bundle(
                     backend="onnxruntime",
                     file=ONNX_FILE,
                     sha256=sha256_file(bundle / ONNX_FILE),
-                    details={"opset": opset, "ir_version": int(proto.ir_version)},
+                    details=onnx_details,
                 ),
                 **tvm_artifacts,
             },
@@ -102,10 +121,10 @@ def export_bundle(
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             feature_names=feature_names,
             model_info=model_info,
-            warnings=warnings,
+            warnings=warnings + unchecked,
             input_spec=inputs,
             output_spec=outputs,
-            row_bytes=max(row_bytes(proto), 4 * (num_features + math.prod(outputs.shape))),
+            row_bytes=per_example,
         )
         write_file(bundle / MANIFEST_NAME, manifest.to_json().encode(), ExportError)
         _check_bundle(bundle, probe, reference, atol, outputs.head)

@@ -10,6 +10,14 @@ from kerasport.errors import ExportError
 from kerasport.manifest import InputSpec
 
 PROBE_ROWS = 256
+MIN_PROBE_ROWS = 16
+PROBE_BYTES = 256 << 20  # the engine's working memory a probe may take: a few large tiles
+
+
+def probe_rows(row_bytes: int) -> int:
+    """How many examples to probe with: PROBE_ROWS, fewer when one example needs so much
+    working memory (a 256 x 256 tile through a conv net) that 256 would take gigabytes."""
+    return max(MIN_PROBE_ROWS, min(PROBE_ROWS, PROBE_BYTES // max(row_bytes, 1)))
 DEFAULT_ATOL = 1e-5
 
 
@@ -79,6 +87,44 @@ def _moved_decisions(
     top2 = np.sort(reference, axis=-1)[..., -2:]
     moved = reference.argmax(axis=-1) != candidate.argmax(axis=-1)
     return moved & ((top2[..., 1] - top2[..., 0]) > atol)
+
+
+# Chunk sizes the invariance probe cuts its rows into: odd sizes and 1, since ONNX Runtime's
+# MatMul kernels take rows in groups (of 4 on the CPUs measured) and treat a tail apart.
+INVARIANCE_CHUNKS = (1, 5, 7)
+INVARIANCE_ROWS = 24
+
+
+def depends_on_chunking(model: bytes, input_name: str, probe: np.ndarray) -> bool:
+    """Whether ONNX Runtime's answer for an example changes with how many examples share
+    its call, on this graph and this CPU.
+
+    A Dense chain's Gemm gives every row the same bits in any batch, but other graphs need
+    not: an EinsumDense becomes a MatMul over (batch x something) rows, and examples in a
+    call's tail get other bits than the same examples in a full group. Such a bundle is
+    served one example per engine call (the manifest says so), which keeps results
+    independent of the caller's batching.
+    """
+    import onnxruntime as ort
+
+    from kerasport.runtime.backends.onnxruntime import session_options
+
+    rows = probe[:INVARIANCE_ROWS]
+    try:
+        session = ort.InferenceSession(
+            model, session_options(1), providers=["CPUExecutionProvider"]
+        )
+        def run(part: np.ndarray) -> np.ndarray:
+            return np.asarray(session.run(None, {input_name: part})[0])
+
+        whole = run(rows)
+        chunked = [
+            np.concatenate([run(rows[i : i + n]) for i in range(0, len(rows), n)])
+            for n in INVARIANCE_CHUNKS
+        ]
+    except Exception as exc:  # ONNX Runtime raises its own types for a graph it cannot run
+        raise ExportError(f"ONNX Runtime cannot run the converted model: {exc}") from exc
+    return not all(np.array_equal(parts, whole) for parts in chunked)
 
 
 def keras_predict(model: Any, examples: np.ndarray) -> np.ndarray:

@@ -86,11 +86,14 @@ class OnnxRuntimeRunner:
             manifest.outputs.shape
         )
         self._bound_rows = min(BOUND_MAX_ROWS, BOUND_MAX_BYTES // io_bytes)
+        self._one_per_call = rows_per_call(manifest.artifacts[artifact], where) == 1
         self._output_names = [manifest.output_name]
         self._local = threading.local()
 
     def run(self, chunk: np.ndarray) -> np.ndarray:
         rows = chunk.shape[0]
+        if self._one_per_call and rows > 1:
+            return np.concatenate([self.run(chunk[i : i + 1]) for i in range(rows)])
         if rows > self._bound_rows:
             inputs = np.ascontiguousarray(chunk, dtype=self._dtype)
             result: np.ndarray = self._session.run(
@@ -111,6 +114,15 @@ class OnnxRuntimeRunner:
         if slot is None:
             slot = slots[rows] = _BoundSlot(self._session, self._manifest, rows)
         return slot
+
+
+def rows_per_call(artifact: Artifact, where: str) -> int | None:
+    """The artifact's `rows_per_call` (1: a graph whose bits depend on how many examples
+    share a call, found at export), or None: any number of rows."""
+    value = artifact.details.get("rows_per_call")
+    if value is not None and (value != 1 or isinstance(value, bool)):
+        raise BundleError(f"{where}: malformed manifest: rows_per_call must be 1, got {value!r}")
+    return value
 
 
 def check_signature(session: ort.InferenceSession, manifest: Manifest, where: str) -> None:
