@@ -12,7 +12,7 @@ PY310_VENV := .venv-py310
 WHEEL_VENV := .venv-wheel
 PACKAGE_FILES := pyproject.toml README.md $(shell find kerasport -type f -not -path '*/__pycache__/*')
 
-.PHONY: demo test test-latest lock lint bench notebook clean
+.PHONY: demo test test-latest test-slurm lock lint bench notebook clean
 
 # Test environments install against a lock kept in the repo (pip constraints), so every machine
 # tests the versions the README's figures came from; `make test-latest` tries the newest versions
@@ -55,6 +55,21 @@ test: $(BIN)/.installed $(PY310_VENV)/.installed $(WHEEL_VENV)/.installed lint
 	KERASPORT_PY310=$(if $(wildcard $(PY310_VENV)/.installed),$(abspath $(PY310_VENV))/bin/python) \
 		KERASPORT_WHEEL_VENV=$(abspath $(WHEEL_VENV)) \
 		$(BIN)/python -m pytest -q -W ignore::DeprecationWarning
+
+# `kerasport workflow verify` on a real SLURM cluster: scripts/slurm_cluster.sh installs Debian's
+# slurm-wlm, slurmdbd, munge and mariadb-server when missing, starts a one-node cluster under
+# build/slurm (as root), runs tests/slurm with README's SLURM profile through the executor plugin
+# (the `slurm` extra) and stops every daemon it started on exit. Not root, or not Debian: the
+# tests are skipped, saying why.
+SLURM_DIR := build/slurm
+
+$(BIN)/.slurm-installed: $(BIN)/.installed pyproject.toml $(LOCK)
+	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[slurm]"
+	touch $@
+
+test-slurm: $(BIN)/.installed $(BIN)/.slurm-installed
+	bash scripts/slurm_cluster.sh run $(SLURM_DIR) -- env KERASPORT_SLURM=1 \
+		$(BIN)/python -m pytest -q -rs -W ignore::DeprecationWarning tests/slurm
 
 # The suite on the newest versions pyproject's ranges allow (no lock), so drift is seen before
 # users meet it. Builds .venv-latest from scratch each time.
