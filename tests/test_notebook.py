@@ -70,4 +70,5 @@ def test_walkthrough_notebook_runs(tmp_path: Path) -> None:
     assert "frameworks imported: none" in text  # the runtime ran without TensorFlow
     # The verify table's row: every example compared, 0 arg-max changes.
     assert re.search(r"^\| onnxruntime \| [\d,]+ \| 0 \|", text, re.MULTILINE), text
+    assert "gate: none (default" in text  # your own model: verified with no DeepVariant option
     assert cells[-1].outputs[-1].text.strip() == "verdict: PASS"
