@@ -518,6 +518,17 @@ def test_pools_of_other_inputs_are_drawn_for_the_spec_or_read_from_npy(tmp_path:
         load_pool(tmp_path / "missing.npy", image)
 
 
+@pytest.mark.parametrize("budget", ["0", "-5", "nan", "inf", "lots"])
+def test_memory_budget_must_be_a_positive_number(
+    budget: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse(["bench", "b", "--model", "m.keras", "--memory-budget-mb", budget])
+    assert "--memory-budget-mb: expected a" in capsys.readouterr().err
+    assert parse(["bench", "b", "--model", "m.keras", "--memory-budget-mb", "0.5"]
+                 ).memory_budget_mb == 0.5
+
+
 def test_row_caps_keep_deepvariant_sizes_and_cap_tiles() -> None:
     from kerasport.bench.spec import DEFAULT_BUDGET, RowCap, deepvariant_shaped, row_cap
     from kerasport.manifest import InputSpec, Manifest, OutputSpec
@@ -540,3 +551,49 @@ def test_row_caps_keep_deepvariant_sizes_and_cap_tiles() -> None:
         "batch sizes 32, 1,024 capped to 27 rows: one row of a call may hold 9.2 MB (input, "
         "output and 2x the engine's working memory), and one call is held to 256.0 MB")
     assert not deepvariant_shaped(manifest(InputSpec((6,), "int32", (0, 9)), OutputSpec((2,)), 8))
+
+
+# ---------------------------------------------------------------- the DeepCell-like benchmark
+
+REPO = Path(__file__).resolve().parents[1]
+SEGMENTATION = REPO / "benchmarks" / "segmentation"
+
+
+def _segmentation_script() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_segmentation", REPO / "benchmarks" / "bench_segmentation.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_segmentation_model_is_deepcell_sized_and_the_same_every_build() -> None:
+    bench = _segmentation_script()
+    model = bench.build_model()
+    assert model.count_params() == 5_376_387
+    assert tuple(model.input.shape) == (None, 256, 256, 2)
+    assert tuple(model.output.shape) == (None, 256, 256, 3)
+    assert 5.0 < bench.conv_gflops(model) < 5.2
+    recorded = json.loads((SEGMENTATION / "results.json").read_text())["model"]
+    assert bench.weights_sha256(model) == recorded["weights_sha256"]  # the benchmarked model
+    tiles = bench.make_tiles(2)
+    np.testing.assert_array_equal(tiles, bench.make_tiles(2))
+    assert tiles.shape == (2, 256, 256, 2) and tiles.dtype == np.float32
+    np.testing.assert_allclose(tiles.mean(axis=(1, 2)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(tiles.std(axis=(1, 2)), 1.0, atol=1e-3)
+
+
+def test_segmentation_table_in_the_readme_is_the_one_the_benchmark_printed() -> None:
+    bench = _segmentation_script()
+    results = json.loads((SEGMENTATION / "results.json").read_text())
+    assert bench.markdown(results) == (SEGMENTATION / "SEGMENTATION.md").read_text()
+    assert results["verify"]["exit_code"] == 0 and not results["meta"]["quick"]
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Segmentation (DeepCell-like)"):]
+    assert bench.table(results) in section
+    assert f"`{results['meta']['command']}`" in section

@@ -27,6 +27,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MB, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of MB, got {text!r}")
+    return value
+
+
 def _name_list(text: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = sorted(set(names) - {"tf", "jax"})
@@ -125,7 +135,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--memory-budget-mb",
-        type=float,
+        type=_megabytes,
         help="memory one measured call may hold; larger row counts are capped to fit and the "
         "report says so (default 2048, or half the available memory if less; --quick 256)",
     )
