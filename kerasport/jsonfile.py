@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from kerasport.errors import KerasportError
+from kerasport.plainfile import read_bounded
 
 # The deepest file the tools write (a manifest: artifacts > key > details > arrays > entry >
 # shape) nests 6 levels. 64 leaves room for hand-written and future fields, and is far below
@@ -31,41 +30,6 @@ MAX_DEPTH = 64
 
 class _Refused(Exception):
     """A problem found inside the parser's hooks; turned into the caller's error outside it."""
-
-
-def read_bounded(path: str | Path, error: type[KerasportError], what: str, max_bytes: int) -> bytes:
-    """The bytes of the regular file `path`, refused over `max_bytes` before it is read.
-
-    Opened without blocking (a FIFO with no writer would hang a plain open) and checked to
-    be a regular file, then read once with a bound, so a file that grows while it is read
-    cannot make this read more than `max_bytes + 1` bytes.
-    """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise error(f"{what} {path}: no such file") from None
-    except OSError as exc:
-        raise error(f"{what} {path}: cannot be read: {exc.strerror or exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise error(f"{what} {path}: not a regular file")
-        if info.st_size > max_bytes:
-            raise error(_too_big(what, path, info.st_size, max_bytes))
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise error(f"{what} {path}: cannot be read: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        raise error(_too_big(what, path, len(data), max_bytes))
-    return data
-
-
-def _too_big(what: str, path: str | Path, size: int, max_bytes: int) -> str:
-    return f"{what} {path} is {size:,} bytes, over the {max_bytes:,}-byte limit"
 
 
 def decode_utf8(raw: bytes, error: type[KerasportError], source: str) -> str:

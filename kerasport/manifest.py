@@ -12,15 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kerasport.errors import BundleError
 from kerasport.jsonfile import parse_json
+from kerasport.plainfile import read_bounded
 
 FORMAT = "kerasport-bundle"
 # Version 3 adds the input and output specs (any rank, integer inputs, the head); version 2
@@ -423,38 +422,9 @@ def sha256_file(path: Path) -> str:
 
 
 def read_bundle_file(bundle: Path, name: str, limit: int = MAX_ARTIFACT_BYTES) -> bytes:
-    """The bytes of a plain file inside the bundle, read once.
-
-    Opened without following symlinks and without blocking (a FIFO with no writer would
-    hang a plain open), then refused unless it is a regular file within `limit` bytes.
-    """
-    path = bundle / name
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise BundleError(f"bundle file missing: {path}") from None
-    except OSError as exc:
-        if os.path.islink(path):
-            raise BundleError(
-                f"bundle file {path} is a symlink; bundles hold plain files"
-            ) from None
-        raise BundleError(f"bundle file unreadable: {path}: {exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise BundleError(f"bundle file {path} is not a regular file")
-        if info.st_size > limit:
-            raise BundleError(f"bundle file {path} is {info.st_size} bytes, over {limit}")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise BundleError(f"bundle file unreadable: {path}: {exc}") from exc
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise BundleError(f"bundle file {path} grew over {limit} bytes while being read")
-    return data
+    """The bytes of a plain file inside the bundle, read once: no symlink, FIFO or device,
+    nothing over `limit` bytes (see kerasport.plainfile)."""
+    return read_bounded(bundle / name, BundleError, "bundle file", limit, follow_symlinks=False)
 
 
 def read_manifest(bundle_dir: str | Path) -> Manifest:

@@ -85,7 +85,7 @@ def custom_objects() -> dict[str, Any]:
         return keras.activations.gelu(x, approximate=True)
 
     @keras.saving.register_keras_serializable(package=ZOO_PACKAGE)
-    class ResidualMLP(keras.Model):
+    class ResidualMLP(keras.Model):  # type: ignore[name-defined]
         """A subclassed classifier: Dense -> (Dense + skip) -> LayerNorm -> softmax."""
 
         def __init__(self, hidden: int = 16, classes: int = 3, **kwargs: Any) -> None:

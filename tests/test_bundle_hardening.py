@@ -93,7 +93,7 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_read(bundle: Path) -
     with open(bundle / "model.onnx", "r+b") as handle:
         handle.truncate(MAX_ARTIFACT_BYTES + 1)  # sparse: no disk used
     limit = MAX_ARTIFACT_BYTES
-    with pytest.raises(BundleError, match=f"model.onnx is {limit + 1} bytes, over {limit}"):
+    with pytest.raises(BundleError, match=f"model.onnx is {limit + 1:,} bytes, over the {limit:,}"):
         kerasport.runtime.load(bundle, backend="onnxruntime")
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from kerasport.errors import InputError
 from kerasport.featurize.regions import Region, parse_region
-from kerasport.jsonfile import decode_utf8, read_bounded
+from kerasport.jsonfile import decode_utf8
+from kerasport.plainfile import read_bounded
 from kerasport.workflow import layout
 
 SHEET_COLUMNS = ("sample", "reads", "region")
