@@ -32,6 +32,7 @@ from kerasport.export.check import (
 )
 from kerasport.export.keras_model import (
     head_warning,
+    largest_layer_bytes,
     load_keras_model,
     model_signature,
     refuse_half_precision,
@@ -82,7 +83,11 @@ def export_bundle(
     feature_names, model_info = read_model_info(model_path, num_features)
     layers = _dense_chain(model) if targets else []
     proto = keras_to_onnx(model, inputs, opset)
-    per_example = max(row_bytes(proto), 4 * (num_features + math.prod(outputs.shape)))
+    per_example = max(
+        row_bytes(proto),
+        largest_layer_bytes(model),
+        4 * (num_features + math.prod(outputs.shape)),
+    )
     probe = probe_examples(inputs, probe_rows(per_example)) if probe is None else probe
     reference = keras_predict(model, probe)
     onnx_bytes = proto.SerializeToString()

@@ -76,6 +76,32 @@ def all_layers(model: Any) -> list[Any]:
     return list(flatten(include_self=False, recursive=True)) if flatten else list(model.layers)
 
 
+def largest_layer_bytes(model: Any) -> int:
+    """The most float32 bytes one example's pass through a layer holds (its input and
+    output), from Keras' own shapes: ONNX shape inference cannot size every tensor (an
+    UpSampling's Resize output), and a low estimate would loosen the runtime's chunk bound.
+    Layers of a subclassed model have no symbolic shapes and count 0 here."""
+    largest = 0
+    for layer in all_layers(model):
+        try:
+            tensors = [*_as_list(layer.input), *_as_list(layer.output)]
+        except (AttributeError, ValueError):  # never called symbolically, or shared
+            continue
+        sizes = [_elements(tensor.shape) for tensor in tensors]
+        largest = max(largest, 4 * sum(sizes))
+    return largest
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _elements(shape: Any) -> int:
+    """Values per example of a (batch, ...) shape, 0 when an axis is unknown."""
+    dims = tuple(shape)[1:]
+    return math.prod(dims) if all(isinstance(d, int) for d in dims) else 0
+
+
 def refuse_half_precision(model: Any) -> None:
     """Refuse a layer that computes in float16 or bfloat16 (a mixed-precision policy),
     naming it: ONNX Runtime's half-precision kernels round differently from TensorFlow's
