@@ -77,7 +77,7 @@ test-latest:
 	rm -rf $(LATEST_VENV)
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LATEST_VENV)/bin/python -m pip install -q -e ".[dev]"
+	$(LATEST_VENV)/bin/python -m pip install -q -e ".[dev,slurm]"
 	$(LATEST_VENV)/bin/pip freeze --exclude-editable --all | grep -v -E '^(setuptools|wheel)==' \
 		> $(LATEST_VENV)/versions.txt
 	$(LATEST_VENV)/bin/ruff check kerasport tests benchmarks scripts
@@ -88,6 +88,9 @@ test-latest:
 # the lock's comment lines), the Python 3.10 one from a fresh resolve of DeepVariant's runtime set.
 PY310_RUNTIME := "numpy>=1.24,<2" "onnxruntime==1.23.2" "apache-tvm==0.27.0.post1" \
 	"apache-tvm-ffi==0.1.14.post0" "ml_dtypes>=0.5,<0.7"
+$(LATEST_VENV)/versions.txt:
+	@echo "run make test-latest first: make lock writes the versions it passed with" >&2; exit 2
+
 lock: $(LATEST_VENV)/versions.txt
 	(grep '^#' $(LOCK); cat $<) > $(LOCK).new && mv $(LOCK).new $(LOCK)
 	rm -rf .venv-lock-py310 && "$(PY310)" -m venv .venv-lock-py310
