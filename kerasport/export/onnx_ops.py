@@ -42,14 +42,20 @@ def refuse_unknown_ops(proto: Any, layer_names: list[str]) -> None:
             continue
         if opset is None or not onnx.defs.has(node.op_type, opset, ""):
             layer = layer_of(node.name, layer_names)
+            where = f"layer {layer!r}" if layer else f"node {node.name!r}"
             raise ExportError(
-                f"layer {layer!r}: tf2onnx left the TensorFlow op {node.op_type!r} unconverted "
-                f"(ONNX opset {opset} has no such operator, so ONNX Runtime cannot run it); "
-                "replace the layer or its activation"
-                if layer
-                else f"tf2onnx left the TensorFlow op {node.op_type!r} (node {node.name!r}) "
-                f"unconverted; ONNX opset {opset} has no such operator"
+                f"{where}: tf2onnx left the TensorFlow op {node.op_type!r} unconverted "
+                f"({_WHY.get(node.op_type, f'ONNX opset {opset} has no such operator')}, so "
+                "ONNX Runtime cannot run it); replace the layer or its activation"
             )
+
+
+# Why an op has no ONNX form, where the op's name alone would not say.
+_WHY = {
+    "StatefulPartitionedCall": "a nested TensorFlow function, which Keras' TensorFlow backend "
+    "makes for some layers (a grouped convolution: Conv2D with groups > 1) and tf2onnx "
+    "does not inline",
+}
 
 
 def layer_of(node_name: str, layer_names: list[str]) -> str | None:
