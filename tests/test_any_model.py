@@ -150,3 +150,23 @@ def test_a_malformed_spec_is_named(
     edit_manifest(tiny_bundle, change)
     with pytest.raises(BundleError, match=message):
         kerasport.runtime.load(tiny_bundle, "onnxruntime")
+
+
+def test_a_keras_applications_network_exports_and_matches(tmp_path: Path) -> None:
+    """MobileNetV2 as users build it from keras.applications (no hub weights here): depthwise
+    convolutions, relu6, BatchNormalization, residual adds, global pooling."""
+    import keras
+
+    from kerasport.export import export_bundle
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=3
+    )
+    bundle = export_bundle(_save(model, tmp_path / "mobilenet.keras"), tmp_path / "bundle")
+    classifier = kerasport.runtime.load(bundle)
+    x = np.random.default_rng(4).uniform(-1, 1, (9, 32, 32, 3)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    got = classifier.predict(x, batch_size=4)
+    assert float(np.max(np.abs(got - expected))) <= 1e-5
+    assert np.array_equal(got.argmax(axis=1), expected.argmax(axis=1))
