@@ -11,7 +11,9 @@ The schedule, written directly as TVMScript text:
 - a register tile of up to `tile_rows` rows x (g panels) columns, one accumulator buffer per
   (row, vector) so LLVM keeps it in a register; the reduction loop runs outside the unrolled
   tile and panels are the outer loop, so one panel stays in cache while all rows use it;
-- bias and activation applied on the tile; softmax as a short per-row pass at the end;
+- bias and elementwise activation applied on the tile (vectorized forms of every Keras
+  activation, see activations.py); a row-wise step (softmax, log_softmax, layer_norm,
+  unit_norm) as a short per-row pass after its layer;
 - static kernels for 1..8 rows, and one kernel for 8*mb rows with `mb` an explicit argument.
 Every output element is the same sequential sum over k in every kernel and tile shape, so
 results are bit-identical whatever the batching.
@@ -29,16 +31,29 @@ import numpy as np
 
 from kerasport.diskspace import write_file
 from kerasport.errors import ExportError
+from kerasport.export.tvm.activations import (
+    ACTIVATIONS,
+    Activation,
+    ActivationSpec,
+    as_activation,
+    row_code,
+    row_step,
+    tile_buffers,
+    tile_code,
+)
 from kerasport.export.tvm.link import export_library
 from kerasport.export.tvm.targets import TvmTarget
 
 ROUTE = "dense-chain"
 BLOCK_ROWS = 8  # the blocked kernel takes 8*mb rows; static kernels take 1..8
-HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
-HEAD_ACTIVATIONS = (*HIDDEN_ACTIVATIONS, "softmax")
+# Every layer takes any of them (a row-wise step such as softmax on a hidden layer is a pass
+# over that layer's true width before the next layer reads it).
+HIDDEN_ACTIVATIONS = ACTIVATIONS
+HEAD_ACTIVATIONS = ACTIVATIONS
 ALIGN_FLOATS = 16  # 64 bytes: every array in the weights file starts on a cache line
 
-Layer = tuple[np.ndarray, np.ndarray, str]
+# (kernel [in, out], bias [out], activation): a name, or an Activation with its arguments
+Layer = tuple[np.ndarray, np.ndarray, ActivationSpec]
 
 
 @dataclass(frozen=True)
@@ -49,7 +64,7 @@ class _Plan:
     n: int  # true output width
     width: int  # panel width (a multiple of the vector lanes)
     panels: int
-    activation: str
+    activation: Activation
 
     @property
     def padded(self) -> int:
@@ -63,14 +78,13 @@ def _plan_layers(layers: Sequence[Layer], target: TvmTarget) -> list[_Plan]:
     plans: list[_Plan] = []
     previous: int | None = None
     for index, (weights, bias, activation) in enumerate(layers):
-        last = index == len(layers) - 1
-        allowed = HEAD_ACTIVATIONS if last else HIDDEN_ACTIVATIONS
-        if activation not in allowed:
-            where = "the output layer" if last else f"hidden layer {index}"
+        where = "the output layer" if index == len(layers) - 1 else f"hidden layer {index}"
+        try:
+            checked = as_activation(activation)
+        except ExportError as exc:
             raise ExportError(
-                f"activation {activation!r} on {where} is not supported by the TVM "
-                f"dense-chain route; supported: {', '.join(allowed)}"
-            )
+                f"{where}: {exc}; supported: {', '.join(ACTIVATIONS)}"
+            ) from None
         w = np.asarray(weights)
         b = np.asarray(bias)
         if w.ndim != 2 or b.shape != (w.shape[1],):
@@ -86,7 +100,7 @@ def _plan_layers(layers: Sequence[Layer], target: TvmTarget) -> list[_Plan]:
             raise ExportError(f"layer {index} has an empty weight matrix {w.shape}")
         lanes = target.lanes
         width = min(target.panel, -(-n // lanes) * lanes)
-        plans.append(_Plan(k=k, n=n, width=width, panels=-(-n // width), activation=activation))
+        plans.append(_Plan(k=k, n=n, width=width, panels=-(-n // width), activation=checked))
         previous = n
     return plans
 
@@ -99,17 +113,6 @@ def _pack(weights: np.ndarray, bias: np.ndarray, plan: _Plan) -> tuple[np.ndarra
     b = np.zeros(plan.padded, dtype=np.float32)
     b[: plan.n] = np.asarray(bias, dtype=np.float32)
     return packed, b
-
-
-def _activate(expr: str, activation: str) -> str:
-    """TVMScript for one activation applied to a vector expression."""
-    if activation == "relu":
-        return f"T.max({expr}, T.float32(0))"
-    if activation == "tanh":
-        return f"T.tanh({expr})"
-    if activation == "sigmoid":
-        return f"T.sigmoid({expr})"
-    return expr  # linear; softmax is applied afterwards, row by row
 
 
 class _Writer:
@@ -160,10 +163,44 @@ def _tile(
             f"{acc(r, j, v)}[c] = {acc(r, j, v)}[c] + {src}[{row(r)}, k] * "
             f"{wbuf}[{panel0} + {j}, k, {v * lanes} + c]",
         )
+    if tile_buffers(plan.activation) == 0:  # a few instructions: applied on the registers
+        for r, j, v in tiles:
+            out(depth, f"for c in T.vectorized({lanes}):")
+            _, value = tile_code(f"{acc(r, j, v)}[c]", plan.activation)
+            out(depth + 1, f"{dst}[{row(r)}, {col(j, v)}] = {value}")
+        return
     for r, j, v in tiles:
         out(depth, f"for c in T.vectorized({lanes}):")
-        value = _activate(f"{acc(r, j, v)}[c]", plan.activation)
-        out(depth + 1, f"{dst}[{row(r)}, {col(j, v)}] = {value}")
+        out(depth + 1, f"{dst}[{row(r)}, {col(j, v)}] = {acc(r, j, v)}[c]")
+    _activate_tile(out, depth, plan, lanes, dst, row0, rows, panel0, group)
+
+
+def _activate_tile(
+    out: _Writer,
+    depth: int,
+    plan: _Plan,
+    lanes: int,
+    dst: str,
+    row0: str,
+    rows: int,
+    panel0: str,
+    group: int,
+) -> None:
+    """A long activation (exp, erf, tanh, ...) over a tile just stored, in a rolled loop.
+
+    Unrolled on every accumulator, as the short ones are, it made LLVM compile one copy per
+    vector of the tile (up to 24 per tile shape, 9 kernels): 5-17 s for one 32-wide layer.
+    The tile is still in L1, so the extra store and load cost little next to the activation,
+    and the values are the same bits either way.
+    """
+    cell = f"{dst}[{row0} + ar, {panel0} * {plan.width} + aq * {lanes} + c]"
+    lines, value = tile_code(cell, plan.activation)
+    out(depth, f"for ar in range({rows}):")
+    out(depth + 1, f"for aq in range({group * plan.width // lanes}):")
+    out(depth + 2, f"for c in T.vectorized({lanes}):")
+    for line in lines:
+        out(depth + 3, line)
+    out(depth + 3, f"{cell} = {value}")
 
 
 def _group_size(plan: _Plan, target: TvmTarget, rows: int) -> int:
@@ -217,21 +254,16 @@ def _layer(
             )
 
 
-def _softmax(out: _Writer, dst: str, classes: int, rows: int | None) -> None:
-    """Softmax over the first `classes` columns, one row at a time, in a fixed order."""
+def _row_pass(out: _Writer, dst: str, plan: _Plan, rows: int | None) -> None:
+    """The layer's row-wise step (softmax, ...) over its true width, one row at a time, in a
+    fixed order; padded columns are left alone (the next layer never reads them)."""
+    step = row_step(plan.activation)
+    if step is None:
+        return
     extent = "mb * 8" if rows is None else str(rows)
     out(1, f"for r in range({extent}):")
-    out(2, "mx = T.alloc_buffer((1,), 'float32', scope='global')")
-    out(2, "sm = T.alloc_buffer((1,), 'float32', scope='global')")
-    out(2, f"mx[0] = {dst}[r, 0]")
-    out(2, f"for c in range(1, {classes}):")
-    out(3, f"mx[0] = T.max(mx[0], {dst}[r, c])")
-    out(2, "sm[0] = T.float32(0)")
-    out(2, f"for c in range({classes}):")
-    out(3, f"{dst}[r, c] = T.exp({dst}[r, c] - mx[0])")
-    out(3, f"sm[0] = sm[0] + {dst}[r, c]")
-    out(2, f"for c in range({classes}):")
-    out(3, f"{dst}[r, c] = {dst}[r, c] / sm[0]")
+    for indent, line in row_code(dst, plan.n, step):
+        out(2 + indent, line)
 
 
 def _kernel_source(
@@ -275,14 +307,15 @@ def _kernel_source(
             for j in range(group):
                 for v in range(plan.width // target.lanes):
                     declared.add(f"acc_{r}_{j}_{v}")
+    # The activation's intermediate values, one lane buffer each (see activations.py).
+    declared.update(f"act{i}" for i in range(max(tile_buffers(p.activation) for p in plans)))
     for acc in sorted(declared):
         out(1, f"{acc} = T.alloc_buffer(({target.lanes},), 'float32', scope='global')")
     for i, plan in enumerate(plans):
         src = "X" if i == 0 else f"H{i - 1}"
         dst = "O" if i == count - 1 else f"H{i}"
         _layer(out, plan, target, src, dst, f"W{i}", f"B{i}", rows)
-    if plans[-1].activation == "softmax":
-        _softmax(out, "O", plans[-1].n, rows)
+        _row_pass(out, dst, plan, rows)
     return "\n".join(out.lines) + "\n"
 
 
@@ -369,7 +402,7 @@ def compile_dense_chain(
                 "padded_out": plan.padded,
                 "panel": plan.width,
                 "panels": plan.panels,
-                "activation": plan.activation,
+                "activation": str(plan.activation),
             }
             for plan in plans
         ],

@@ -1,0 +1,492 @@
+"""Keras activations as TVMScript on the register tile: the formulas Keras uses, vectorized.
+
+Why our own exp, tanh, erf and log1p: TVM 0.27 lowers `T.exp`, `T.tanh`, `T.erf`,
+`T.sigmoid` and `T.log1p` on x86 to one scalar libm call per lane (16 calls per AVX-512
+vector), which on a wide hidden layer costs more than the layer's matrix product. The forms
+below use only multiply-add, divide, floor, min/max, select and bit casts, all of which LLVM
+vectorizes; each is within 2 ulp of the float64 function over float32 (TensorFlow's own CPU
+kernels, which Keras runs, are 3-6 ulp off).
+
+Trap: a `name = expr` binding inside a `T.vectorized` loop reads a single lane in TVM 0.27
+(it becomes one scalar stack slot, and every lane gets lane 15's value), so intermediate
+values go to small per-lane buffers (`act0[c]`, `act1[c]`, ...), which LLVM keeps in
+registers like the accumulators.
+
+An activation is an `Activation`: a Keras name, its arguments, and optionally the activation
+applied after it (`then`), so `Dense(relu) -> LayerNormalization` is one pipeline. Row-wise
+steps (softmax, log_softmax, layer_norm, unit_norm) need the whole row and run as a short
+pass after the layer; they may only end a pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from kerasport.errors import ExportError
+
+# Each argument's Keras default; an `Activation` stores only what differs from the name's
+# defaults being absent (`arg` falls back here). relu's max_value has no default (None).
+_DEFAULTS: dict[str, dict[str, float]] = {
+    "relu": {"negative_slope": 0.0, "threshold": 0.0},
+    "leaky_relu": {"negative_slope": 0.2},
+    "elu": {"alpha": 1.0},
+    "celu": {"alpha": 1.0},
+    "squareplus": {"b": 4.0},
+    "soft_shrink": {"threshold": 0.5},
+    "hard_shrink": {"threshold": 0.5},
+    "layer_norm": {"epsilon": 1e-3},
+    "unit_norm": {},
+}
+_OPTIONAL = {"relu": ("max_value",)}
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation step with its Keras arguments, and the step applied after it."""
+
+    name: str
+    args: tuple[tuple[str, float], ...] = ()
+    then: Activation | None = None
+
+    @classmethod
+    def of(cls, name: str, **args: float | None) -> Activation:
+        """`Activation.of("relu", max_value=6.0)`: None arguments are left out, and values
+        are rounded to float32, as Keras casts them before it uses them."""
+        given = {key: float(np.float32(value)) for key, value in args.items() if value is not None}
+        return cls(name, tuple(sorted(given.items())))
+
+    def arg(self, key: str) -> float | None:
+        """The argument's value, its Keras default when not given, None if it has none."""
+        given = dict(self.args)
+        return given[key] if key in given else _DEFAULTS.get(self.name, {}).get(key)
+
+    def value(self, key: str) -> float:
+        """An argument that always has a value (given or defaulted)."""
+        found = self.arg(key)
+        if found is None:
+            raise ExportError(f"activation {self.name!r} needs its argument {key!r}")
+        return found
+
+    def steps(self) -> list[Activation]:
+        """The pipeline in order, each step without its `then`."""
+        out: list[Activation] = []
+        step: Activation | None = self
+        while step is not None:
+            out.append(Activation(step.name, step.args))
+            step = step.then
+        return out
+
+    def followed_by(self, step: Activation) -> Activation:
+        """This pipeline with `step` (itself possibly a pipeline) appended; linear steps drop."""
+        steps = [s for s in (*self.steps(), *step.steps()) if s.name != "linear"]
+        pipeline: Activation | None = None
+        for item in reversed(steps):
+            pipeline = Activation(item.name, item.args, pipeline)
+        return pipeline or Activation("linear")
+
+    @property
+    def is_linear(self) -> bool:
+        return all(step.name == "linear" for step in self.steps())
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.args:
+            text += "(" + ", ".join(f"{key}={value:g}" for key, value in self.args) + ")"
+        return text if self.then is None else f"{text} -> {self.then}"
+
+
+ActivationSpec = Activation | str
+
+
+def as_activation(spec: ActivationSpec) -> Activation:
+    """An `Activation` from a name or an `Activation`, checked: known names, known and finite
+    arguments, row-wise steps only at the end of a pipeline."""
+    activation = Activation(spec) if isinstance(spec, str) else spec
+    steps = activation.steps()
+    for index, step in enumerate(steps):
+        if step.name not in ACTIVATIONS:
+            raise ExportError(f"activation {step.name!r} is not one the TVM route compiles")
+        allowed = set(_DEFAULTS.get(step.name, {})) | set(_OPTIONAL.get(step.name, ()))
+        for key, value in step.args:
+            if key not in allowed:
+                raise ExportError(f"activation {step.name!r} takes no argument {key!r}")
+            if not math.isfinite(value):
+                raise ExportError(f"activation {step.name!r}: {key}={value} is not finite")
+        if step.name in ROW_WISE and index != len(steps) - 1:
+            raise ExportError(
+                f"activation {step.name!r} needs the whole row, so it must be the last step "
+                f"(got {activation})"
+            )
+    return activation
+
+
+def elementwise_steps(activation: Activation) -> list[Activation]:
+    """The steps computed on the register tile (everything but a final row-wise step)."""
+    return [step for step in activation.steps() if step.name not in ROW_WISE]
+
+
+def row_step(activation: Activation) -> Activation | None:
+    """The final row-wise step (softmax, log_softmax, layer_norm, unit_norm), if any."""
+    last = activation.steps()[-1]
+    return last if last.name in ROW_WISE else None
+
+
+# --- TVMScript text ---------------------------------------------------------------------------
+
+
+def _f(value: float) -> str:
+    """A float32 literal (rounded to float32 first, so the text says what is computed)."""
+    rounded = float(np.float32(value))
+    if math.isinf(rounded):
+        return 'T.float32("inf")' if rounded > 0 else 'T.float32("-inf")'
+    return f"T.float32({rounded!r})"
+
+
+def _poly(var: str, coefficients: tuple[float, ...]) -> str:
+    """Horner form, highest power first."""
+    text = _f(coefficients[0])
+    for c in coefficients[1:]:
+        text = f"({text} * {var} + {_f(c)})"
+    return text
+
+
+class _Steps:
+    """Intermediate per-lane values: each `let` is one `actN[c] = expr` line (see the trap
+    in the module docstring)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def let(self, expr: str) -> str:
+        name = f"act{len(self.lines)}"
+        self.lines.append(f"{name}[c] = {expr}")
+        return f"{name}[c]"
+
+
+ZERO, ONE = _f(0.0), _f(1.0)
+
+# exp: Cephes' expf. x = n ln2 + r with ln2 split in two so n*LN2_HI is exact, a degree-7
+# polynomial for exp(r) on |r| <= ln2/2, and 2^n built in the exponent bits as 2^(n-1) * 2
+# (so n = 128 at the top of the range still fits). Below EXP_LO the result stays 2.4e-38
+# instead of flushing to zero, an absolute error under 3e-38.
+EXP_HI = 88.72283935546875  # log(FLT_MAX)
+EXP_LO = -86.6  # keeps n >= -125, so 2^(n-1) is a normal float
+LOG2E = 1.4426950408889634
+LN2_HI, LN2_LO = 0.693359375, -2.12194440e-4
+EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+            1.6666665459e-1, 5.0000001201e-1)
+# tanh(a) = a + a * a^2 * P(a^2) for a < 0.7 (fitted; 0.86 ulp), else 1 - 2 / (exp(2a) + 1).
+TANH_SPLIT = 0.7
+TANH_SMALL = (0.002085224725306034, -0.008145047351717949, 0.021703822538256645,
+              -0.0539509542286396, 0.13333269953727722, -0.3333333432674408)
+# erf(a) = a + a * Q(a^2) for a < 1 (fitted; 1.34 ulp), else 1 - exp(-a^2) * R(1/a), with
+# R(1/a) = erfc(a) exp(a^2) fitted on [1, 4] (1.2 ulp); erf(a) rounds to 1 beyond 4.
+ERF_SMALL = (7.933493907330558e-05, -0.0008034846396185458, 0.005191218573600054,
+             -0.02685539983212948, 0.11283625662326813, -0.3761262893676758,
+             0.12837916612625122)
+ERFC_SCALED = (-0.012079884298145771, 0.04147293418645859, -0.003256680676713586,
+               -0.21059322357177734, 0.4749651551246643, -0.4620603919029236,
+               0.03947317227721214, 0.5594154596328735, 0.0002469873579684645)
+# log1p(y) on [0, 1] = 2 atanh(s), s = y / (2 + y): 2s + 2s * z * P(z), z = s^2 <= 1/9,
+# with atanh's own series (1.8 ulp). No cancellation for small y: s keeps y's precision.
+LOG1P_SERIES = (1 / 13, 1 / 11, 1 / 9, 1 / 7, 1 / 5, 1 / 3)
+# selu, as TensorFlow's kernel writes it: scale * x, or scale * alpha * (exp(x) - 1).
+SELU_SCALE = 1.0507009873554804934193349852946
+SELU_SCALE_ALPHA = 1.7580993408473768599402175208123
+
+
+def _exp(
+    s: _Steps, x: str, *, upper: bool = True, lower: bool = True, overflow: bool = False
+) -> str:
+    """exp(x). A caller whose argument is known to stay below EXP_HI (or above EXP_LO) drops
+    that clamp (one instruction each); `overflow` makes x > EXP_HI infinity, which only
+    `exponential` needs."""
+    xc = x
+    if upper:
+        xc = f"T.min({xc}, {_f(EXP_HI)})"
+    if lower:
+        xc = f"T.max({xc}, {_f(EXP_LO)})"
+    xc = s.let(xc)
+    n = s.let(f"T.floor({xc} * {_f(LOG2E)} + {_f(0.5)})")
+    r = s.let(f"{xc} - {n} * {_f(LN2_HI)} - {n} * {_f(LN2_LO)}")
+    p = s.let(f"{_poly(r, EXP_POLY)} * {r} * {r} + {r} + {ONE}")
+    scale = f'T.reinterpret("float32", T.shift_left(T.Cast("int32", {n}) + 126, 23))'
+    value = f"{p} * {scale} * {_f(2.0)}"
+    return f"T.Select({x} > {_f(EXP_HI)}, {_f(math.inf)}, {value})" if overflow else value
+
+
+def _neg_abs(x: str) -> str:
+    return f"{ZERO} - T.abs({x})"
+
+
+def _log1p_unit(s: _Steps, y: str) -> str:
+    """log(1 + y) for y in [0, 1]."""
+    t = s.let(f"{y} / ({_f(2.0)} + {y})")
+    z = s.let(f"{t} * {t}")
+    two_t = s.let(f"{t} + {t}")
+    return f"{two_t} + {two_t} * ({z} * {_poly(z, LOG1P_SERIES)})"
+
+
+def _with_sign(x: str, magnitude: str) -> str:
+    return f"T.Select({x} < {ZERO}, {ZERO} - {magnitude}, {magnitude})"
+
+
+def _sigmoid(s: _Steps, x: str) -> str:
+    """1 / (1 + exp(-x)), from e = exp(-|x|) so neither branch overflows or cancels."""
+    e = s.let(_exp(s, _neg_abs(x), upper=False))
+    r = s.let(f"{ONE} / ({ONE} + {e})")
+    return f"T.Select({x} >= {ZERO}, {r}, {e} * {r})"
+
+
+def _tanh(s: _Steps, x: str) -> str:
+    # tanh rounds to 1 in float32 beyond 9.01; at 10, 1 - 2 / (exp(20) + 1) rounds to 1 too
+    a = s.let(f"T.min(T.abs({x}), {_f(10.0)})")
+    a2 = s.let(f"{a} * {a}")
+    small = s.let(f"{a} + {a} * ({a2} * {_poly(a2, TANH_SMALL)})")
+    e = _exp(s, f"{a} + {a}", upper=False, lower=False)  # 2a is in [0, 20]
+    big = s.let(f"{ONE} - {_f(2.0)} / ({e} + {ONE})")
+    return _with_sign(x, s.let(f"T.Select({a} < {_f(TANH_SPLIT)}, {small}, {big})"))
+
+
+def _erf(s: _Steps, x: str) -> str:
+    a = s.let(f"T.min(T.abs({x}), {_f(4.0)})")
+    a2 = s.let(f"{a} * {a}")
+    small = s.let(f"{a} + {a} * {_poly(a2, ERF_SMALL)}")
+    b = s.let(f"T.max({a}, {ONE})")
+    u = s.let(f"{ONE} / {b}")
+    tail = s.let(_exp(s, f"{ZERO} - {b} * {b}", upper=False, lower=False))  # in [-16, -1]
+    big = s.let(f"{ONE} - {tail} * {_poly(u, ERFC_SCALED)}")
+    return _with_sign(x, s.let(f"T.Select({a} < {ONE}, {small}, {big})"))
+
+
+def _softplus(s: _Steps, x: str) -> str:
+    """max(x, 0) + log1p(exp(-|x|)): stable at both ends."""
+    e = s.let(_exp(s, _neg_abs(x), upper=False))
+    return f"T.max({x}, {ZERO}) + {s.let(_log1p_unit(s, e))}"
+
+
+def _relu(s: _Steps, x: str, act: Activation) -> str:
+    """Keras' ReLU.static_call, branch for branch (its result differs from a plain clip where
+    threshold != 0: x in (threshold, 0) passes through unless max_value clips it)."""
+    slope, threshold = act.value("negative_slope"), act.value("threshold")
+    max_value = act.arg("max_value")
+    if slope != 0.0 and max_value is None and threshold == 0.0:
+        return f"T.Select({x} > {ZERO}, {x}, {x} * {_f(slope)})"  # tf.nn.leaky_relu
+    clip_to = max_value
+    if threshold != 0.0:
+        y = f"T.Select({x} > {_f(threshold)}, {x}, {ZERO})"
+    elif max_value == 6.0:
+        y, clip_to = f"T.min(T.max({x}, {ZERO}), {_f(6.0)})", None  # tf.nn.relu6
+    else:
+        y = f"T.max({x}, {ZERO})"
+    if clip_to is not None:
+        y = f"T.min(T.max({y}, {ZERO}), {_f(clip_to)})"
+    if slope != 0.0:
+        y = f"{y} - {_f(slope)} * T.max({_f(threshold)} - {x}, {ZERO})"
+    return y
+
+
+def _elu(s: _Steps, x: str, act: Activation) -> str:
+    """tf.nn.elu (exp(x) - 1 below 0), times alpha where x <= 0 as Keras does for alpha != 1."""
+    alpha = act.value("alpha")
+    em1 = s.let(f"{_exp(s, f'T.min({x}, {ZERO})', upper=False)} - {ONE}")
+    if alpha == 1.0:
+        return f"T.Select({x} < {ZERO}, {em1}, {x})"
+    return f"T.Select({x} > {ZERO}, {x}, {_f(alpha)} * {em1})"
+
+
+def _selu(s: _Steps, x: str, act: Activation) -> str:
+    em1 = s.let(f"{_exp(s, f'T.min({x}, {ZERO})', upper=False)} - {ONE}")
+    return f"T.Select({x} < {ZERO}, {_f(SELU_SCALE_ALPHA)} * {em1}, {_f(SELU_SCALE)} * {x})"
+
+
+def _celu(s: _Steps, x: str, act: Activation) -> str:
+    alpha = _f(act.value("alpha"))
+    em1 = s.let(f"{_exp(s, f'T.min({x}, {ZERO}) / {alpha}')} - {ONE}")
+    return f"T.max({x}, {ZERO}) + {alpha} * {em1}"
+
+
+def _gelu(s: _Steps, x: str, act: Activation) -> str:
+    """tf.nn.gelu(approximate=False): 0.5 * x * (1 + erf(x / sqrt(2)))."""
+    erf = s.let(_erf(s, s.let(f"{x} / {_f(math.sqrt(2.0))}")))
+    return f"{_f(0.5)} * {x} * ({ONE} + {erf})"
+
+
+def _gelu_tanh(s: _Steps, x: str, act: Activation) -> str:
+    """tf.nn.gelu(approximate=True): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    inner = s.let(f"{_f(0.7978845608028654)} * ({x} + {_f(0.044715)} * ({x} * {x} * {x}))")
+    return f"{_f(0.5)} * {x} * ({ONE} + {s.let(_tanh(s, inner))})"
+
+
+def _hard_sigmoid(x: str) -> str:
+    """relu6(x + 3) / 6, divided (not multiplied by 1/6) as Keras does."""
+    return f"T.min(T.max({x} + {_f(3.0)}, {ZERO}), {_f(6.0)}) / {_f(6.0)}"
+
+
+def _soft_shrink(s: _Steps, x: str, act: Activation) -> str:
+    t = act.value("threshold")
+    inner = f"T.Select({x} < {_f(-t)}, {x} + {_f(t)}, {ZERO})"
+    return f"T.Select({x} > {_f(t)}, {x} - {_f(t)}, {inner})"
+
+
+def _sparse_plus(s: _Steps, x: str, act: Activation) -> str:
+    quarter = f"{_f(0.25)} * (({x} + {ONE}) * ({x} + {ONE}))"
+    return f"T.Select({x} <= {_f(-1.0)}, {ZERO}, T.Select({x} < {ONE}, {quarter}, {x}))"
+
+
+def _sparse_sigmoid(s: _Steps, x: str, act: Activation) -> str:
+    half = f"{_f(0.5)} * ({x} + {ONE})"
+    return f"T.Select({x} <= {_f(-1.0)}, {ZERO}, T.Select({x} >= {ONE}, {ONE}, {half}))"
+
+
+def _squareplus(s: _Steps, x: str, act: Activation) -> str:
+    """(x + sqrt(x^2 + b)) / 2, with x^2 rounded on its own as TensorFlow computes it (a fused
+    multiply-add would move the result where x << 0 and the sum cancels)."""
+    square = s.let(f"{x} * {x}")
+    return f"({x} + T.sqrt({square} + {_f(act.value('b'))})) / {_f(2.0)}"
+
+
+def _log_sigmoid(s: _Steps, x: str, act: Activation) -> str:
+    """-softplus(-x) = min(x, 0) - log1p(exp(-|x|))."""
+    e = s.let(_exp(s, _neg_abs(x), upper=False))
+    return f"T.min({x}, {ZERO}) - {s.let(_log1p_unit(s, e))}"
+
+
+_Emit = Callable[[_Steps, str, Activation], str]
+
+# Every elementwise activation of keras.activations, by the name Keras gives its function
+# (swish and hard_swish are aliases Keras resolves to silu and hard_silu), plus gelu_tanh
+# (gelu's tanh approximation, which Keras has no name for).
+ELEMENTWISE: dict[str, _Emit] = {
+    "linear": lambda s, x, a: x,
+    "relu": _relu,
+    "relu6": lambda s, x, a: f"T.min(T.max({x}, {ZERO}), {_f(6.0)})",
+    "leaky_relu": lambda s, x, a: (
+        f"T.Select({x} > {ZERO}, {x}, {x} * {_f(a.value('negative_slope'))})"
+    ),
+    "elu": _elu,
+    "selu": _selu,
+    "celu": _celu,
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
+    "sigmoid": lambda s, x, a: _sigmoid(s, x),
+    "hard_sigmoid": lambda s, x, a: _hard_sigmoid(x),
+    "silu": lambda s, x, a: f"{x} * {s.let(_sigmoid(s, x))}",
+    "hard_silu": lambda s, x, a: f"{x} * ({_hard_sigmoid(x)})",
+    "mish": lambda s, x, a: f"{x} * {s.let(_tanh(s, s.let(_softplus(s, x))))}",
+    "softplus": lambda s, x, a: _softplus(s, x),
+    "softsign": lambda s, x, a: f"{x} / ({ONE} + T.abs({x}))",
+    "tanh": lambda s, x, a: _tanh(s, x),
+    "hard_tanh": lambda s, x, a: f"T.min(T.max({x}, {_f(-1.0)}), {ONE})",
+    "tanh_shrink": lambda s, x, a: f"{x} - {s.let(_tanh(s, x))}",
+    "soft_shrink": _soft_shrink,
+    "hard_shrink": lambda s, x, a: (
+        f"T.Select(T.abs({x}) > {_f(a.value('threshold'))}, {x}, {ZERO})"
+    ),
+    "sparse_plus": _sparse_plus,
+    "sparse_sigmoid": _sparse_sigmoid,
+    "squareplus": _squareplus,
+    "log_sigmoid": _log_sigmoid,
+    "exponential": lambda s, x, a: _exp(s, x, overflow=True),
+}
+# Need the whole row: a pass over the layer's true width after its tiles are written.
+ROW_WISE = ("softmax", "log_softmax", "layer_norm", "unit_norm")
+ACTIVATIONS = (*ELEMENTWISE, *ROW_WISE)
+
+
+def tile_code(x: str, activation: Activation) -> tuple[list[str], str]:
+    """TVMScript for the elementwise steps on one vector `x` (lane variable `c`): the lines
+    that fill the `act*` buffers, and the value expression."""
+    s = _Steps()
+    value = x
+    for step in elementwise_steps(activation):
+        if step.name == "linear":
+            continue
+        if value != x:
+            value = s.let(value)
+        value = ELEMENTWISE[step.name](s, value, step)
+    return s.lines, value
+
+
+def tile_buffers(activation: Activation) -> int:
+    """How many `act*` lane buffers `tile_code` uses for this activation."""
+    return len(tile_code("x[c]", activation)[0])
+
+
+def _row_softmax(dst: str, n: int, log: bool) -> list[tuple[int, str]]:
+    """Softmax or log-softmax over columns 0..n-1 of row r, in a fixed order (tf.nn.softmax
+    and tf.nn.log_softmax subtract the row maximum first, as here)."""
+    lines = [
+        (0, "mx = T.alloc_buffer((1,), 'float32', scope='global')"),
+        (0, "sm = T.alloc_buffer((1,), 'float32', scope='global')"),
+        (0, f"mx[0] = {dst}[r, 0]"),
+        (0, f"for c in range(1, {n}):"),
+        (1, f"mx[0] = T.max(mx[0], {dst}[r, c])"),
+        (0, f"sm[0] = {ZERO}"),
+    ]
+    if log:
+        return [
+            *lines,
+            (0, f"for c in range({n}):"),
+            (1, f"sm[0] = sm[0] + T.exp({dst}[r, c] - mx[0])"),
+            (0, "sm[0] = T.log(sm[0])"),
+            (0, f"for c in range({n}):"),
+            (1, f"{dst}[r, c] = {dst}[r, c] - mx[0] - sm[0]"),
+        ]
+    return [
+        *lines,
+        (0, f"for c in range({n}):"),
+        (1, f"{dst}[r, c] = T.exp({dst}[r, c] - mx[0])"),
+        (1, f"sm[0] = sm[0] + {dst}[r, c]"),
+        (0, f"for c in range({n}):"),
+        (1, f"{dst}[r, c] = {dst}[r, c] / sm[0]"),
+    ]
+
+
+def _row_layer_norm(dst: str, n: int, epsilon: float) -> list[tuple[int, str]]:
+    """(x - mean) * rsqrt(variance + epsilon) over the row, as Keras' LayerNormalization
+    computes it in float32 (its gamma and beta are folded into the next Dense)."""
+    return [
+        (0, "mu = T.alloc_buffer((1,), 'float32', scope='global')"),
+        (0, "var = T.alloc_buffer((1,), 'float32', scope='global')"),
+        (0, f"mu[0] = {ZERO}"),
+        (0, f"for c in range({n}):"),
+        (1, f"mu[0] = mu[0] + {dst}[r, c]"),
+        (0, f"mu[0] = mu[0] / {_f(float(n))}"),
+        (0, f"var[0] = {ZERO}"),
+        (0, f"for c in range({n}):"),
+        (1, f"var[0] = var[0] + ({dst}[r, c] - mu[0]) * ({dst}[r, c] - mu[0])"),
+        (0, f"var[0] = {ONE} / T.sqrt(var[0] / {_f(float(n))} + {_f(epsilon)})"),
+        (0, f"for c in range({n}):"),
+        (1, f"{dst}[r, c] = ({dst}[r, c] - mu[0]) * var[0]"),
+    ]
+
+
+def _row_unit_norm(dst: str, n: int) -> list[tuple[int, str]]:
+    """x * min(rsqrt(sum(x^2)), 1 / 1e-12): keras.ops.normalize(order=2, epsilon=1e-12), as
+    UnitNormalization calls it (a zero row stays zero)."""
+    return [
+        (0, "ss = T.alloc_buffer((1,), 'float32', scope='global')"),
+        (0, f"ss[0] = {ZERO}"),
+        (0, f"for c in range({n}):"),
+        (1, f"ss[0] = ss[0] + {dst}[r, c] * {dst}[r, c]"),
+        (0, f"ss[0] = T.min({ONE} / T.sqrt(ss[0]), {_f(1e12)})"),
+        (0, f"for c in range({n}):"),
+        (1, f"{dst}[r, c] = {dst}[r, c] * ss[0]"),
+    ]
+
+
+def row_code(dst: str, n: int, step: Activation) -> list[tuple[int, str]]:
+    """The body of `for r in ...:` for one row-wise step over the first n columns of `dst`,
+    as (extra indent, line) pairs."""
+    if step.name in ("softmax", "log_softmax"):
+        return _row_softmax(dst, n, step.name == "log_softmax")
+    if step.name == "layer_norm":
+        return _row_layer_norm(dst, n, step.value("epsilon"))
+    if step.name == "unit_norm":
+        return _row_unit_norm(dst, n)
+    raise ExportError(f"{step.name!r} is not a row-wise activation")

@@ -1,0 +1,362 @@
+"""The TVM Dense-chain route on the whole MLP family: every elementwise Keras activation, the
+activation layers, BatchNormalization / Rescaling / Normalization folded into a neighbouring
+Dense, LayerNormalization and UnitNormalization as row passes, EinsumDense acting as Dense.
+
+Each model is exported with `tvm_targets=["auto"]` (one library, this CPU's), so export's own
+check against Keras must pass first; then the bundle is served with backend="tvm" and compared
+with Keras at 1, 7, 8, 9 and 300 rows, on the probe's kind of input (integers 0-100) and on
+standard normal rows scaled by 3. Every model mixes hidden widths 5, 16 and 33 (a panel padded
+from 5 lanes, a panel and a half, several panels), so each activation runs on padded and full
+vectors and on static and blocked kernels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import TRAINING_SEED
+
+from kerasport.errors import ExportError
+from kerasport.export.tvm import runnable_targets
+
+pytest.importorskip("tvm")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not runnable_targets(), reason="this CPU runs no TVM target (AVX2)"),
+]
+
+F, CLASSES = 12, 3
+ROWS = (1, 7, 8, 9, 300)
+
+
+def _inputs(rows: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [
+        rng.integers(0, 101, size=(rows, F)).astype(np.float32),
+        (3 * rng.standard_normal((rows, F))).astype(np.float32),
+    ]
+
+
+def _export_and_compare(model: Any, tmp_path: Path) -> float:
+    """Export with the host's TVM library, serve it, and return the largest |difference| from
+    Keras over every row count and input kind (asserting Keras' own agreement rule)."""
+    import kerasport.runtime
+    from kerasport.export import export_bundle
+    from kerasport.export.check import check_agreement
+    from kerasport.export.keras_model import head_kind
+
+    model.save(tmp_path / "m.keras")
+    bundle = export_bundle(tmp_path / "m.keras", tmp_path / "b", tvm_targets=["auto"])
+    served = kerasport.runtime.load(bundle, backend="tvm")
+    head = head_kind(model)
+    worst = 0.0
+    for rows in ROWS:
+        for x in _inputs(rows, seed=rows):
+            reference = np.asarray(model.predict(x, batch_size=128, verbose=0), np.float32)
+            got = served.predict(x)
+            check_agreement(reference, got, 1e-5, head)
+            worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - reference))))
+    # The same bits whatever the chunking: static kernels, the blocked one, and leftovers.
+    chunks = np.split(x, [1, 8, 16, 25, 41])
+    assert np.array_equal(np.concatenate([served.predict(c) for c in chunks]), got)
+    return worst
+
+
+def _stack(keras: Any, *layers: Any) -> Any:
+    keras.utils.set_random_seed(TRAINING_SEED)
+    return keras.Sequential([keras.Input((F,)), *layers])
+
+
+def _dense(keras: Any, spec: list[tuple[int, str]]) -> list[Any]:
+    return [keras.layers.Dense(units, activation=act) for units, act in spec]
+
+
+# (hidden width, activation) per model; every elementwise keras.activations name appears
+# once, swish and hard_swish by their aliases.
+ACTIVATION_MODELS = {
+    "smooth": [(16, "elu"), (5, "selu"), (33, "gelu"), (16, "silu"), (CLASSES, "softmax")],
+    "softplus_family": [
+        (33, "mish"), (16, "softplus"), (5, "softsign"), (16, "log_sigmoid"),
+        (CLASSES, "sigmoid"),
+    ],
+    "piecewise": [
+        (5, "leaky_relu"), (33, "relu6"), (16, "hard_sigmoid"), (16, "hard_swish"),
+        (5, "hard_tanh"), (16, "relu"), (CLASSES, "log_softmax"),
+    ],
+    "shrinks": [
+        (16, "tanh"), (16, "exponential"), (16, "tanh_shrink"), (33, "soft_shrink"),
+        (5, "hard_shrink"), (16, "sparse_plus"), (16, "sparse_sigmoid"), (33, "squareplus"),
+        (16, "celu"), (5, "swish"), (16, "softmax"), (CLASSES, "linear"),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(ACTIVATION_MODELS))
+def test_every_keras_activation_compiles_and_matches_keras(name: str, tmp_path: Path) -> None:
+    import keras
+
+    model = _stack(keras, *_dense(keras, ACTIVATION_MODELS[name]))
+    worst = _export_and_compare(model, tmp_path)
+    print(f"{name}: max |diff| {worst:.3g}")
+
+
+def _set_random_weights(layer: Any, seed: int, scale: float = 0.5) -> None:
+    """Non-trivial values for a layer's weights (BatchNormalization's moving statistics,
+    PReLU's slopes, LayerNormalization's gamma and beta), variances kept positive."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for weight in layer.weights:
+        shape = tuple(weight.shape)
+        if "variance" in weight.path:
+            values.append(rng.uniform(0.3, 4.0, shape))
+        elif "gamma" in weight.path:
+            values.append(rng.uniform(0.5, 2.0, shape))
+        else:
+            values.append(rng.normal(0, scale, shape))
+    layer.set_weights([v.astype(np.float32) for v in values])
+
+
+def test_activation_layers_fold_into_their_dense(tmp_path: Path) -> None:
+    import keras
+
+    L = keras.layers
+    prelu = L.PReLU()
+    model = _stack(
+        keras,
+        L.Dense(16), L.ReLU(max_value=6.0, negative_slope=0.1, threshold=0.5),
+        L.Dense(33), L.LeakyReLU(negative_slope=0.3),
+        L.Dense(5), prelu,
+        L.Dense(16), L.ELU(alpha=0.5),
+        L.Dense(16), L.Activation("gelu"),
+        L.Dense(16, activation="relu"), L.Activation("tanh"),  # a pipeline: tanh(relu(z))
+        L.Dense(5), L.ReLU(max_value=1.0),
+        L.Dense(CLASSES), L.Softmax(),
+    )
+    _set_random_weights(prelu, seed=3)
+    print(f"activation layers: max |diff| {_export_and_compare(model, tmp_path):.3g}")
+
+
+def test_batch_normalization_folds_before_and_after_activations(tmp_path: Path) -> None:
+    """BatchNormalization at the input, after a linear Dense (folded back) and after an
+    activation (folded into the next Dense), with moving statistics from one epoch of
+    training (momentum 0.5, so they are far from 0 and 1) and center/scale off on one."""
+    import keras
+
+    L = keras.layers
+    model = _stack(
+        keras,
+        L.BatchNormalization(momentum=0.5),
+        L.Dense(16, use_bias=False), L.BatchNormalization(momentum=0.5), L.Activation("relu"),
+        L.Dense(33), L.BatchNormalization(momentum=0.5, center=False, scale=False),
+        L.Activation("gelu"),
+        L.Dense(5, activation="tanh"), L.BatchNormalization(momentum=0.5), L.Dropout(0.3),
+        L.Dense(16, activation="relu"), L.BatchNormalization(momentum=0.5),
+        L.Dense(CLASSES, activation="softmax"),
+    )
+    x = _inputs(512, seed=11)[0]
+    y = np.random.default_rng(11).integers(0, CLASSES, 512)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    first = model.layers[0]
+    assert float(np.min(np.asarray(first.moving_mean))) > 10  # the inputs' mean, about 50
+    print(f"batch normalization: max |diff| {_export_and_compare(model, tmp_path):.3g}")
+
+
+def test_batch_normalization_with_set_statistics(tmp_path: Path) -> None:
+    import keras
+
+    L = keras.layers
+    norms = [L.BatchNormalization(epsilon=1e-2) for _ in range(3)]
+    model = _stack(
+        keras,
+        L.Rescaling(1 / 50, offset=-1.0), norms[0],
+        L.Dense(33, activation="selu"), norms[1],
+        L.Dense(5), norms[2], L.Activation("sigmoid"),
+        L.Dense(CLASSES, activation="softmax"),
+    )
+    for i, norm in enumerate(norms):
+        _set_random_weights(norm, seed=20 + i)
+    print(f"set statistics: max |diff| {_export_and_compare(model, tmp_path):.3g}")
+
+
+def test_preprocessing_folds_into_the_first_dense(tmp_path: Path) -> None:
+    """An adapted Normalization, Rescaling at the input and after an activation, the noise
+    and dropout layers skipped, and a nested Sequential opened."""
+    import keras
+
+    L = keras.layers
+    norm = L.Normalization()
+    norm.adapt(_inputs(256, seed=5)[0] * np.linspace(0.1, 3, F, dtype=np.float32))
+    inner = keras.Sequential([L.Dense(33, activation="relu"), L.GaussianNoise(0.5)])
+    model = _stack(
+        keras,
+        norm, L.Rescaling(0.5, offset=0.25),
+        L.Dense(16, activation="relu"), L.GaussianDropout(0.2), L.Dropout(0.5),
+        inner, L.Rescaling(2.0), L.AlphaDropout(0.1), L.ActivityRegularization(l1=1e-3),
+        L.Dense(5, activation="swish"),
+        L.Dense(CLASSES, activation="softmax"),
+    )
+    print(f"preprocessing: max |diff| {_export_and_compare(model, tmp_path):.3g}")
+
+
+def test_layer_and_unit_normalization_after_a_dense(tmp_path: Path) -> None:
+    import keras
+
+    L = keras.layers
+    norms = [L.LayerNormalization(), L.LayerNormalization(center=False, epsilon=1e-5)]
+    model = _stack(
+        keras,
+        L.Dense(16, activation="relu"), norms[0],
+        L.Dense(33), norms[1],
+        L.Dense(5, activation="tanh"), L.UnitNormalization(),
+        L.Dense(16), L.LayerNormalization(center=False, scale=False),
+        L.Dense(CLASSES, activation="softmax"),
+    )
+    for i, norm in enumerate(norms):
+        _set_random_weights(norm, seed=30 + i)
+    print(f"layer/unit normalization: max |diff| {_export_and_compare(model, tmp_path):.3g}")
+
+
+def test_einsum_dense_acting_as_dense(tmp_path: Path) -> None:
+    import keras
+
+    L = keras.layers
+    model = _stack(
+        keras,
+        L.EinsumDense("ab,bc->ac", output_shape=16, bias_axes="c", activation="relu"),
+        L.EinsumDense("...b,bc->...c", output_shape=33, activation="elu"),
+        L.EinsumDense("ab,bc->ac", output_shape=5, bias_axes="c"),
+        L.Dense(CLASSES, activation="softmax"),
+    )
+    print(f"einsum dense: max |diff| {_export_and_compare(model, tmp_path):.3g}")
+
+
+# --- the transcendental functions alone, over a wide range -----------------------------------
+
+GRID_ACTIVATIONS = ("gelu", "tanh", "sigmoid", "softplus", "exponential", "elu", "mish")
+
+
+@pytest.mark.parametrize("name", GRID_ACTIVATIONS)
+def test_a_transcendental_activation_matches_keras_over_its_range(
+    name: str, tmp_path: Path
+) -> None:
+    """Identity weights, so the kernel's output is the activation itself: within 8 float32
+    ulps of Keras' value at 1 and above, 5e-7 absolute below. The kernel's functions are
+    within 2 ulps of the exact ones; TensorFlow's are 3-6 ulps off (its tanh near 1, which
+    mish multiplies by x, is the worst)."""
+    import keras
+
+    from kerasport.export.tvm import host_target
+    from kerasport.export.tvm.dense_chain import compile_dense_chain
+    from kerasport.runtime.backends.tvm import open_tvm_library
+
+    width = 32
+    grid = np.concatenate([
+        np.linspace(-30, 30, 60_000), np.geomspace(1e-6, 30, 2_000),
+        -np.geomspace(1e-6, 30, 2_000),
+    ]).astype(np.float32)
+    grid = grid[: grid.size // width * width]
+    eye = (np.eye(width, dtype=np.float32), np.zeros(width, np.float32), name)
+    details = compile_dense_chain([eye], host_target(), tmp_path, "grid")
+    runner = open_tvm_library(
+        (tmp_path / details["library"]).read_bytes(),
+        (tmp_path / details["weights"]).read_bytes(), details, width, width,
+    )
+    got = runner.run(grid.reshape(-1, width)).ravel().astype(np.float64)
+    reference = np.asarray(getattr(keras.activations, name)(grid), np.float32).astype(np.float64)
+    bound = np.maximum(8 * np.spacing(np.abs(reference).astype(np.float32)), 5e-7)
+    excess = np.abs(got - reference) - bound
+    worst = int(np.argmax(excess))
+    assert excess[worst] <= 0, (grid[worst], got[worst], reference[worst])
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def _refusal(model: Any) -> str:
+    from kerasport.export.tvm.keras_layers import dense_chain_layers
+
+    with pytest.raises(ExportError) as caught:
+        dense_chain_layers(model)
+    return str(caught.value)
+
+
+def test_a_residual_add_is_refused_by_name_and_exports_nothing(tmp_path: Path) -> None:
+    import keras
+
+    from kerasport.export import export_bundle
+
+    L = keras.layers
+    inputs = keras.Input((F,))
+    h = L.Dense(16, activation="relu")(inputs)
+    h = L.Add(name="skip")([h, L.Dense(16)(h)])
+    keras.Model(inputs, L.Dense(CLASSES, activation="softmax")(h)).save(tmp_path / "m.keras")
+    with pytest.raises(ExportError, match=r"cannot compile layer 'skip' \(Add\)"):
+        export_bundle(tmp_path / "m.keras", tmp_path / "b", tvm_targets=["auto"])
+    assert not (tmp_path / "b").exists()
+
+
+RefusalCase = Callable[[Any], list[Any]]
+
+REFUSED: dict[str, tuple[RefusalCase, str]] = {
+    "sparsemax": (
+        lambda L: [L.Dense(16, activation="sparsemax", name="d"), L.Dense(CLASSES)],
+        r"activation 'sparsemax' of layer 'd'",
+    ),
+    "custom function": (
+        lambda L: [L.Dense(16, activation=lambda x: x * 2, name="d"), L.Dense(CLASSES)],
+        r"activation '<lambda>' of layer 'd'",
+    ),
+    "batch norm between activations": (
+        lambda L: [
+            L.Dense(16, activation="relu"), L.BatchNormalization(name="bn"),
+            L.Activation("tanh"), L.Dense(CLASSES),
+        ],
+        r"cannot compile layer 'bn' \(BatchNormalization\)",
+    ),
+    "batch norm at the end": (
+        lambda L: [L.Dense(CLASSES, activation="softmax"), L.BatchNormalization(name="bn")],
+        r"cannot compile layer 'bn' \(BatchNormalization\): no Dense follows it",
+    ),
+    "prelu after an activation": (
+        lambda L: [L.Dense(16, activation="tanh"), L.PReLU(name="p"), L.Dense(CLASSES)],
+        r"cannot compile layer 'p' \(PReLU\)",
+    ),
+    "activation after softmax": (
+        lambda L: [L.Dense(16, activation="softmax"), L.Activation("relu", name="a"),
+                   L.Dense(CLASSES)],
+        r"cannot compile layer 'a' \(Activation\)",
+    ),
+    "rms layer norm": (
+        lambda L: [L.Dense(16), L.LayerNormalization(rms_scaling=True, name="ln"),
+                   L.Dense(CLASSES)],
+        r"cannot compile layer 'ln' \(LayerNormalization\): rms_scaling",
+    ),
+    "einsum over two axes": (
+        lambda L: [L.EinsumDense("ab,bcd->acd", output_shape=(4, 2), name="e"), L.Flatten(),
+                   L.Dense(CLASSES)],
+        r"cannot compile layer 'e' \(EinsumDense\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_what_the_route_cannot_compile_is_refused_by_name(case: str) -> None:
+    import keras
+
+    build, pattern = REFUSED[case]
+    message = _refusal(_stack(keras, *build(keras.layers)))
+    assert re.search(pattern, message), message
+
+
+def test_a_wider_input_is_refused(tmp_path: Path) -> None:
+    import keras
+
+    model = keras.Sequential([keras.Input((4, 3)), keras.layers.Dense(CLASSES)])
+    assert "input is (batch, features)" in _refusal(model)
