@@ -223,18 +223,21 @@ def test_layer_and_unit_normalization_after_a_dense(tmp_path: Path) -> None:
     print(f"layer/unit normalization: max |diff| {_export_and_compare(model, tmp_path):.3g}")
 
 
-def test_einsum_dense_acting_as_dense(tmp_path: Path) -> None:
+def test_einsum_dense_and_a_functional_model_with_a_shared_layer(tmp_path: Path) -> None:
+    """EinsumDense acting as Dense (its kernel stored [in, out] or [out, in]), in a functional
+    model whose first Dense is called twice: the graph is walked, so it is compiled twice."""
     import keras
 
     L = keras.layers
-    model = _stack(
-        keras,
-        L.EinsumDense("ab,bc->ac", output_shape=16, bias_axes="c", activation="relu"),
-        L.EinsumDense("...b,bc->...c", output_shape=33, activation="elu"),
-        L.EinsumDense("ab,bc->ac", output_shape=5, bias_axes="c"),
-        L.Dense(CLASSES, activation="softmax"),
-    )
-    print(f"einsum dense: max |diff| {_export_and_compare(model, tmp_path):.3g}")
+    keras.utils.set_random_seed(TRAINING_SEED)
+    shared = L.Dense(F, activation="tanh")
+    inputs = keras.Input((F,))
+    x = shared(shared(inputs))
+    x = L.EinsumDense("ab,bc->ac", output_shape=16, bias_axes="c", activation="relu")(x)
+    x = L.EinsumDense("...b,bc->...c", output_shape=33, activation="elu")(x)
+    x = L.EinsumDense("ab,cb->ac", output_shape=5, bias_axes="c")(x)
+    model = keras.Model(inputs, L.Dense(CLASSES, activation="softmax")(x))
+    print(f"einsum, shared layer: max |diff| {_export_and_compare(model, tmp_path):.3g}")
 
 
 # --- the transcendental functions alone, over a wide range -----------------------------------
@@ -353,6 +356,23 @@ def test_what_the_route_cannot_compile_is_refused_by_name(case: str) -> None:
     build, pattern = REFUSED[case]
     message = _refusal(_stack(keras, *build(keras.layers)))
     assert re.search(pattern, message), message
+
+
+def test_a_subclassed_model_is_refused() -> None:
+    """Its call order is Python code: its layers listed in order could be anything."""
+    import keras
+
+    class Residual(keras.Model):
+        def __init__(self) -> None:
+            super().__init__(name="residual")
+            self.inner, self.head = keras.layers.Dense(F), keras.layers.Dense(CLASSES)
+
+        def call(self, x: Any) -> Any:
+            return self.head(x + self.inner(x))
+
+    model = Residual()
+    model(np.zeros((1, F), np.float32))
+    assert "'residual', a subclassed keras.Model" in _refusal(model)
 
 
 def test_a_wider_input_is_refused(tmp_path: Path) -> None:

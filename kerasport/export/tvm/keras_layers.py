@@ -163,7 +163,7 @@ def dense_chain_layers(model: Any) -> list[Layer]:
     """(kernel [in, out], bias [out], activation) for each Dense layer, in order."""
     _check_input(model)
     builder = _Builder()
-    for layer in _flat_layers(model):
+    for layer in _call_order(model):
         _add(builder, layer)
     return builder.finish()
 
@@ -181,15 +181,48 @@ def _check_input(model: Any) -> None:
         )
 
 
-def _flat_layers(model: Any) -> list[Any]:
-    """The model's layers in order, with nested Sequential models opened."""
+def _call_order(model: Any) -> list[Any]:
+    """The layers as the model calls them, nested Sequential and functional models opened.
+
+    A Sequential model's layers are its call order. A functional model's are walked from its
+    output back to its input, so a layer called twice is compiled twice and a layer with
+    more than one input (Add, Concatenate, ...) is refused by name. A subclassed model's
+    call order is its Python code, which the route cannot read, so it is refused.
+    """
+    from keras.src.models.functional import Functional
+
+    if type(model).__name__ == "Sequential":
+        order = list(model.layers)
+    elif isinstance(model, Functional):
+        order = _graph_path(model)
+    else:
+        raise ExportError(
+            f"the TVM Dense-chain route cannot compile {model.name!r}, a subclassed "
+            f"keras.Model ({type(model).__name__}): its call order is Python code; build it "
+            "as a Sequential or functional model (or export without --tvm to serve it on "
+            "ONNX Runtime)"
+        )
     layers: list[Any] = []
-    for layer in model.layers:
-        if type(layer).__name__ == "Sequential":
-            layers.extend(_flat_layers(layer))
-        else:
-            layers.append(layer)
+    for layer in order:
+        nested = type(layer).__name__ == "Sequential" or isinstance(layer, Functional)
+        layers.extend(_call_order(layer) if nested else [layer])
     return layers
+
+
+def _graph_path(model: Any) -> list[Any]:
+    """A one-input, one-output functional model's layers from input to output."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError("the TVM Dense-chain route compiles models of one input and one output")
+    path: list[Any] = []
+    tensor, source = model.outputs[0], model.inputs[0]
+    while tensor is not source:
+        layer, node_index, tensor_index = tensor._keras_history
+        inputs = layer._inbound_nodes[node_index].input_tensors
+        if len(inputs) != 1 or tensor_index != 0:
+            raise _refuse(layer)
+        path.append(layer)
+        tensor = inputs[0]
+    return path[::-1]
 
 
 def _add(builder: _Builder, layer: Any) -> None:
