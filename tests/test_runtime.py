@@ -106,7 +106,7 @@ def test_tampered_artifact_is_refused(bundle_copy):
 
 def test_missing_artifact(bundle_copy):
     (bundle_copy / "model.onnx").unlink()
-    with pytest.raises(BundleError, match="bundle file .*: no such file"):
+    with pytest.raises(BundleError, match=r"bundle file .*: no such file"):
         kerasport.runtime.load(bundle_copy)
 
 
