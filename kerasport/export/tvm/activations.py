@@ -172,11 +172,14 @@ class _Steps:
 ZERO, ONE = _f(0.0), _f(1.0)
 
 # exp: Cephes' expf. x = n ln2 + r with ln2 split in two so n*LN2_HI is exact, a degree-7
-# polynomial for exp(r) on |r| <= ln2/2, and 2^n built in the exponent bits as 2^(n-1) * 2
-# (so n = 128 at the top of the range still fits). Below EXP_LO the result stays 2.4e-38
-# instead of flushing to zero, an absolute error under 3e-38.
+# polynomial for exp(r) on |r| <= ln2/2, and 2^n built in the exponent bits. Arguments are
+# clamped to [EXP_LO, EXP_SAFE] (n in [-125, 127]); below EXP_LO the result stays 2.4e-38
+# instead of flushing to zero, above EXP_SAFE it stays exp(88) = 1.7e38, which no caller but
+# `exponential` can tell from the true value (it divides by it, or never passes more than 0).
+# `exponential` itself takes the range up to log(FLT_MAX), as 2^(n-1) * 2, and infinity above.
+EXP_SAFE = 88.0
 EXP_HI = 88.72283935546875  # log(FLT_MAX)
-EXP_LO = -86.6  # keeps n >= -125, so 2^(n-1) is a normal float
+EXP_LO = -86.6
 LOG2E = 1.4426950408889634
 LN2_HI, LN2_LO = 0.693359375, -2.12194440e-4
 EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
@@ -184,14 +187,17 @@ EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
 # expm1(r) = r + r^2 * P(r) on |r| <= ln2/2 (fitted), for tanh.
 EXPM1_POLY = (0.0001989927695831284, 0.0013933643931522965, 0.0083332983776927,
               0.04166646674275398, 0.1666666716337204, 0.5)
-# erf(a) = a + a * Q(a^2) for a < 1 (fitted; 1.34 ulp), else 1 - exp(-a^2) * R(1/a), with
-# R(1/a) = erfc(a) exp(a^2) fitted on [1, 4] (1.2 ulp); erf(a) rounds to 1 beyond 4.
+# erf(a) = a + a * Q(a^2) for a < 1 (fitted; 1.34 ulp), else 1 - E(a - 2.5) with E a
+# polynomial fitted to erfc on [1, 4] (1.3 ulp; no exp, no divide); erf rounds to 1 beyond 4.
+ERF_ONE = 3.9196  # erfc(3.9196) = 2.98e-8, half an ulp of 1
 ERF_SMALL = (7.933493907330558e-05, -0.0008034846396185458, 0.005191218573600054,
              -0.02685539983212948, 0.11283625662326813, -0.3761262893676758,
              0.12837916612625122)
-ERFC_SCALED = (-0.012079884298145771, 0.04147293418645859, -0.003256680676713586,
-               -0.21059322357177734, 0.4749651551246643, -0.4620603919029236,
-               0.03947317227721214, 0.5594154596328735, 0.0002469873579684645)
+ERFC_BIG = (8.709440407983493e-06, -2.1406009182101116e-05, -5.941381095908582e-05,
+            0.00028087192913517356, -0.0002919994294643402, -0.0005742026842199266,
+            0.0028237542137503624, -0.0061000254936516285, 0.008612779900431633,
+            -0.008354324847459793, 0.005447070114314556, -0.0021779793314635754,
+            0.0004069206479471177)
 # log1p(y) on [0, 1] = 2 atanh(s), s = y / (2 + y): 2s + 2s * z * P(z), z = s^2 <= 1/9,
 # with atanh's own series (1.8 ulp). No cancellation for small y: s keeps y's precision.
 LOG1P_SERIES = (1 / 13, 1 / 11, 1 / 9, 1 / 7, 1 / 5, 1 / 3)
@@ -203,21 +209,22 @@ SELU_SCALE_ALPHA = 1.7580993408473768599402175208123
 def _exp(
     s: _Steps, x: str, *, upper: bool = True, lower: bool = True, overflow: bool = False
 ) -> str:
-    """exp(x). A caller whose argument is known to stay below EXP_HI (or above EXP_LO) drops
-    that clamp (one instruction each); `overflow` makes x > EXP_HI infinity, which only
-    `exponential` needs."""
+    """exp(x). A caller whose argument is known to stay below EXP_SAFE (or above EXP_LO)
+    drops that clamp (one instruction each); `overflow` gives the whole float32 range and
+    infinity beyond (for `exponential`)."""
     xc = x
     if upper:
-        xc = f"T.min({xc}, {_f(EXP_HI)})"
+        xc = f"T.min({xc}, {_f(EXP_HI if overflow else EXP_SAFE)})"
     if lower:
         xc = f"T.max({xc}, {_f(EXP_LO)})"
     xc = s.let(xc)
     n = s.let(f"T.floor({xc} * {_f(LOG2E)} + {_f(0.5)})")
     r = s.let(f"{xc} - {n} * {_f(LN2_HI)} - {n} * {_f(LN2_LO)}")
     p = s.let(f"{_poly(r, EXP_POLY)} * {r} * {r} + {r} + {ONE}")
-    scale = f'T.reinterpret("float32", T.shift_left(T.Cast("int32", {n}) + 126, 23))'
-    value = f"{p} * {scale} * {_f(2.0)}"
-    return f"T.Select({x} > {_f(EXP_HI)}, {_f(math.inf)}, {value})" if overflow else value
+    if not overflow:
+        return f'{p} * T.reinterpret("float32", T.shift_left(T.Cast("int32", {n}) + 127, 23))'
+    half = f'T.reinterpret("float32", T.shift_left(T.Cast("int32", {n}) + 126, 23))'
+    return f"T.Select({x} > {_f(EXP_HI)}, {_f(math.inf)}, {p} * {half} * {_f(2.0)})"
 
 
 def _neg_abs(x: str) -> str:
@@ -237,10 +244,13 @@ def _with_sign(x: str, magnitude: str) -> str:
 
 
 def _sigmoid(s: _Steps, x: str) -> str:
-    """1 / (1 + exp(-x)), from e = exp(-|x|) so neither branch overflows or cancels."""
-    e = s.let(_exp(s, _neg_abs(x), upper=False))
-    r = s.let(f"{ONE} / ({ONE} + {e})")
-    return f"T.Select({x} >= {ZERO}, {r}, {e} * {r})"
+    """1 / (1 + exp(-x)): the clamps keep exp finite and nonzero, so no branch is needed."""
+    return f"{ONE} / ({ONE} + {s.let(_exp(s, f'{ZERO} - {x}'))})"
+
+
+def _silu(s: _Steps, x: str, act: Activation) -> str:
+    """x * sigmoid(x), as x / (1 + exp(-x)): one divide, no multiply (within an ulp)."""
+    return f"{x} / ({ONE} + {s.let(_exp(s, f'{ZERO} - {x}'))})"
 
 
 def _tanh(s: _Steps, x: str) -> str:
@@ -266,10 +276,9 @@ def _erf(s: _Steps, x: str) -> str:
     a = s.let(f"T.min(T.abs({x}), {_f(4.0)})")
     a2 = s.let(f"{a} * {a}")
     small = s.let(f"{a} + {a} * {_poly(a2, ERF_SMALL)}")
-    b = s.let(f"T.max({a}, {ONE})")
-    u = s.let(f"{ONE} / {b}")
-    tail = s.let(_exp(s, f"{ZERO} - {b} * {b}", upper=False, lower=False))  # in [-16, -1]
-    big = s.let(f"{ONE} - {tail} * {_poly(u, ERFC_SCALED)}")
+    t = s.let(f"{a} - {_f(2.5)}")
+    # Beyond ERF_ONE erf rounds to 1, where E's absolute error (8e-8) could still move it.
+    big = s.let(f"T.Select({a} < {_f(ERF_ONE)}, {ONE} - {_poly(t, ERFC_BIG)}, {ONE})")
     return _with_sign(x, s.let(f"T.Select({a} < {ONE}, {small}, {big})"))
 
 
@@ -385,7 +394,7 @@ ELEMENTWISE: dict[str, _Emit] = {
     "gelu_tanh": _gelu_tanh,
     "sigmoid": lambda s, x, a: _sigmoid(s, x),
     "hard_sigmoid": lambda s, x, a: _hard_sigmoid(x),
-    "silu": lambda s, x, a: f"{x} * {s.let(_sigmoid(s, x))}",
+    "silu": _silu,
     "hard_silu": lambda s, x, a: f"{x} * ({_hard_sigmoid(x)})",
     "mish": lambda s, x, a: f"{x} * {s.let(_tanh(s, s.let(_softplus(s, x))))}",
     "softplus": lambda s, x, a: _softplus(s, x),
