@@ -240,6 +240,33 @@ def test_einsum_dense_and_a_functional_model_with_a_shared_layer(tmp_path: Path)
     print(f"einsum, shared layer: max |diff| {_export_and_compare(model, tmp_path):.3g}")
 
 
+def test_residual_merges_read_an_earlier_dense_output(tmp_path: Path) -> None:
+    """Add before and after the activation, Subtract with the skip first and second, and
+    Multiply, Average, Maximum and Minimum of a Dense and an earlier output on the path; a
+    BatchNormalization after a merge folds into the next Dense."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(TRAINING_SEED)
+    inputs = keras.Input((F,))
+    a = L.Dense(16, activation="relu")(inputs)
+    b = L.Dense(16)(L.Dense(16, activation="relu")(a))
+    x = L.Activation("relu")(L.Add()([a, b]))  # residual, then the activation
+    x = L.Add()([x, L.Dense(16, activation="gelu")(x)])  # after the branch's activation
+    x = L.Subtract()([x, L.Dense(16, activation="tanh")(x)])
+    x = L.Subtract()([L.Dense(16, activation="sigmoid")(x), x])
+    x = L.Multiply()([L.Dense(16)(x), x])
+    x = L.Average()([x, L.Dropout(0.2)(L.Dense(16, activation="elu")(x))])
+    x = L.Maximum()([L.Dense(16)(x), x])
+    x = L.Minimum()([x, L.Dense(16)(x)])
+    y = L.Dense(33, activation="relu")(L.BatchNormalization(epsilon=0.5)(x))
+    y = L.Add()([y, L.Dense(33)(y)])
+    z = L.Dense(5, activation="swish")(y)
+    z = L.Add()([L.Dense(5)(z), z])
+    model = keras.Model(inputs, L.Dense(CLASSES, activation="softmax")(z))
+    print(f"residual merges: max |diff| {_export_and_compare(model, tmp_path):.3g}")
+
+
 # --- the transcendental functions alone, over a wide range -----------------------------------
 
 GRID_ACTIVATIONS = ("gelu", "tanh", "sigmoid", "softplus", "exponential", "elu", "mish")
@@ -290,7 +317,7 @@ def _refusal(model: Any) -> str:
     return str(caught.value)
 
 
-def test_a_residual_add_is_refused_by_name_and_exports_nothing(tmp_path: Path) -> None:
+def test_a_concatenate_is_refused_by_name_and_exports_nothing(tmp_path: Path) -> None:
     import keras
 
     from kerasport.export import export_bundle
@@ -298,9 +325,9 @@ def test_a_residual_add_is_refused_by_name_and_exports_nothing(tmp_path: Path) -
     L = keras.layers
     inputs = keras.Input((F,))
     h = L.Dense(16, activation="relu")(inputs)
-    h = L.Add(name="skip")([h, L.Dense(16)(h)])
+    h = L.Concatenate(name="wide")([h, L.Dense(16)(h)])
     keras.Model(inputs, L.Dense(CLASSES, activation="softmax")(h)).save(tmp_path / "m.keras")
-    with pytest.raises(ExportError, match=r"cannot compile layer 'skip' \(Add\)"):
+    with pytest.raises(ExportError, match=r"cannot compile layer 'wide' \(Concatenate\)"):
         export_bundle(tmp_path / "m.keras", tmp_path / "b", tvm_targets=["auto"])
     assert not (tmp_path / "b").exists()
 
@@ -355,6 +382,50 @@ def test_what_the_route_cannot_compile_is_refused_by_name(case: str) -> None:
 
     build, pattern = REFUSED[case]
     message = _refusal(_stack(keras, *build(keras.layers)))
+    assert re.search(pattern, message), message
+
+
+def _functional(keras: Any, build: Callable[[Any, Any], Any]) -> Any:
+    inputs = keras.Input((F,))
+    return keras.Model(inputs, build(keras.layers, inputs))
+
+
+FUNCTIONAL_REFUSED: dict[str, tuple[Callable[[Any, Any], Any], str]] = {
+    "a skip from the input": (
+        lambda L, x: L.Dense(CLASSES)(L.Add(name="m")([x, L.Dense(F)(x)])),
+        r"cannot compile layer 'm' \(Add\): its other input is not the output of an earlier",
+    ),
+    "two branches": (
+        lambda L, x: L.Dense(CLASSES)(L.Add(name="m")([L.Dense(8)(x), L.Dense(8)(x)])),
+        r"cannot compile layer 'm' \(Add\): it merges two branches",
+    ),
+    "a skip changed by a later fold": (
+        lambda L, x: (lambda h: L.Dense(CLASSES)(L.Add(name="m")([
+            h, L.Dense(8)(L.BatchNormalization()(h))
+        ])))(L.Dense(8)(x)),
+        r"cannot compile layer 'm' \(Add\): its other input is 'dense",
+    ),
+    "three inputs": (
+        lambda L, x: (lambda h: L.Dense(CLASSES)(L.Add(name="m")([
+            h, L.Dense(8)(h), L.Dense(8)(h)
+        ])))(L.Dense(8)(x)),
+        r"cannot compile layer 'm' \(Add\)",
+    ),
+    "concatenate": (
+        lambda L, x: (lambda h: L.Dense(CLASSES)(L.Concatenate(name="m")([h, L.Dense(8)(h)])))(
+            L.Dense(8)(x)
+        ),
+        r"cannot compile layer 'm' \(Concatenate\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FUNCTIONAL_REFUSED))
+def test_a_merge_the_route_cannot_compile_is_refused_by_name(case: str) -> None:
+    import keras
+
+    build, pattern = FUNCTIONAL_REFUSED[case]
+    message = _refusal(_functional(keras, build))
     assert re.search(pattern, message), message
 
 

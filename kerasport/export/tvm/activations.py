@@ -17,7 +17,9 @@ registers like the accumulators.
 An activation is an `Activation`: a Keras name, its arguments, and optionally the activation
 applied after it (`then`), so `Dense(relu) -> LayerNormalization` is one pipeline. Row-wise
 steps (softmax, log_softmax, layer_norm, unit_norm) need the whole row and run as a short
-pass after the layer; they may only end a pipeline.
+pass after the layer; they may only end a pipeline. Merge steps (add_skip, ...) combine the
+value with an earlier layer's output at the same row and column (`source`, its index in the
+chain): a residual Add of Dense outputs is one step of the later Dense's pipeline.
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ _DEFAULTS: dict[str, dict[str, float]] = {
     "unit_norm": {},
 }
 _OPTIONAL = {"relu": ("max_value",)}
+# Merge steps: the value x and an earlier layer's output h at the same cell, as Keras' merge
+# layers compute them (Subtract is inputs[0] - inputs[1]: rsubtract when h is inputs[0]).
+MERGES = {
+    "add_skip": "{x} + {h}",
+    "subtract_skip": "{x} - {h}",
+    "rsubtract_skip": "{h} - {x}",
+    "multiply_skip": "{x} * {h}",
+    "average_skip": "({x} + {h}) / T.float32(2.0)",
+    "maximum_skip": "T.max({x}, {h})",
+    "minimum_skip": "T.min({x}, {h})",
+}
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,9 @@ def as_activation(spec: ActivationSpec) -> Activation:
         if step.name not in ACTIVATIONS:
             raise ExportError(f"activation {step.name!r} is not one the TVM route compiles")
         allowed = set(_DEFAULTS.get(step.name, {})) | set(_OPTIONAL.get(step.name, ()))
+        if step.name in MERGES:
+            _check_source(step)
+            allowed = {"source"}
         for key, value in step.args:
             if key not in allowed:
                 raise ExportError(f"activation {step.name!r} takes no argument {key!r}")
@@ -124,6 +140,17 @@ def as_activation(spec: ActivationSpec) -> Activation:
                 f"(got {activation})"
             )
     return activation
+
+
+def _check_source(step: Activation) -> None:
+    source = step.arg("source")
+    if source is None or source != int(source) or source < 0:
+        raise ExportError(f"merge step {step.name!r} needs a layer index as its source")
+
+
+def merge_sources(activation: Activation) -> list[int]:
+    """The chain layers whose outputs the pipeline's merge steps read."""
+    return [int(step.value("source")) for step in activation.steps() if step.name in MERGES]
 
 
 def elementwise_steps(activation: Activation) -> list[Activation]:
@@ -415,21 +442,42 @@ ELEMENTWISE: dict[str, _Emit] = {
 }
 # Need the whole row: a pass over the layer's true width after its tiles are written.
 ROW_WISE = ("softmax", "log_softmax", "layer_norm", "unit_norm")
-ACTIVATIONS = (*ELEMENTWISE, *ROW_WISE)
+ACTIVATIONS = (*ELEMENTWISE, *ROW_WISE, *MERGES)
 
 
-def tile_code(x: str, activation: Activation) -> tuple[list[str], str]:
+Operand = Callable[[int], str]
+
+
+def tile_code(
+    x: str, activation: Activation, operand: Operand = lambda source: f"H{source}[c]"
+) -> tuple[list[str], str]:
     """TVMScript for the elementwise steps on one vector `x` (lane variable `c`): the lines
-    that fill the `act*` buffers, and the value expression."""
+    that fill the `act*` buffers, and the value expression. `operand(source)` is the load of
+    layer `source`'s output at the same cell, for merge steps.
+
+    A step's input is inlined when the step is a few instructions (LLVM merges the repeated
+    subexpressions), and stored in a lane buffer first when the step is long, so a short
+    pipeline such as add_skip -> relu stays on the registers."""
     s = _Steps()
     value = x
     for step in elementwise_steps(activation):
         if step.name == "linear":
             continue
-        if value != x:
+        if step.name in MERGES:
+            h = operand(int(step.value("source")))
+            value = MERGES[step.name].format(x=value, h=h)
+            continue
+        emit = ELEMENTWISE[step.name]
+        if value != x and _is_long(emit, step):
             value = s.let(value)
-        value = ELEMENTWISE[step.name](s, value, step)
+        value = emit(s, value, step)
     return s.lines, value
+
+
+def _is_long(emit: _Emit, step: Activation) -> bool:
+    scratch = _Steps()
+    emit(scratch, "v", step)
+    return bool(scratch.lines)
 
 
 def tile_buffers(activation: Activation) -> int:

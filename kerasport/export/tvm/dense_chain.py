@@ -22,7 +22,7 @@ results are bit-identical whatever the batching.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from kerasport.export.tvm.activations import (
     Activation,
     ActivationSpec,
     as_activation,
+    merge_sources,
     row_code,
     row_step,
     tile_buffers,
@@ -100,6 +101,12 @@ def _plan_layers(layers: Sequence[Layer], target: TvmTarget) -> list[_Plan]:
             raise ExportError(f"layer {index} has an empty weight matrix {w.shape}")
         lanes = target.lanes
         width = min(target.panel, -(-n // lanes) * lanes)
+        for source in merge_sources(checked):
+            if source >= index or plans[source].n != n:
+                raise ExportError(
+                    f"{where}: a merge reads layer {source}, which is not an earlier layer "
+                    f"of the same width ({n})"
+                )
         plans.append(_Plan(k=k, n=n, width=width, panels=-(-n // width), activation=checked))
         previous = n
     return plans
@@ -166,13 +173,19 @@ def _tile(
     if tile_buffers(plan.activation) == 0:  # a few instructions: applied on the registers
         for r, j, v in tiles:
             out(depth, f"for c in T.vectorized({lanes}):")
-            _, value = tile_code(f"{acc(r, j, v)}[c]", plan.activation)
-            out(depth + 1, f"{dst}[{row(r)}, {col(j, v)}] = {value}")
+            where = f"[{row(r)}, {col(j, v)}]"
+            _, value = tile_code(f"{acc(r, j, v)}[c]", plan.activation, _hidden_at(where))
+            out(depth + 1, f"{dst}{where} = {value}")
         return
     for r, j, v in tiles:
         out(depth, f"for c in T.vectorized({lanes}):")
         out(depth + 1, f"{dst}[{row(r)}, {col(j, v)}] = {acc(r, j, v)}[c]")
     _activate_tile(out, depth, plan, lanes, dst, row0, rows, panel0, group)
+
+
+def _hidden_at(where: str) -> Callable[[int], str]:
+    """Load of layer `source`'s output (its workspace buffer H<source>) at one cell."""
+    return lambda source: f"H{source}{where}"
 
 
 def _activate_tile(
@@ -193,8 +206,9 @@ def _activate_tile(
     The tile is still in L1, so the extra store and load cost little next to the activation,
     and the values are the same bits either way.
     """
-    cell = f"{dst}[{row0} + ar, {panel0} * {plan.width} + aq * {lanes} + c]"
-    lines, value = tile_code(cell, plan.activation)
+    where = f"[{row0} + ar, {panel0} * {plan.width} + aq * {lanes} + c]"
+    cell = f"{dst}{where}"
+    lines, value = tile_code(cell, plan.activation, _hidden_at(where))
     out(depth, f"for ar in range({rows}):")
     out(depth + 1, f"for aq in range({group * plan.width // lanes}):")
     out(depth + 2, f"for c in T.vectorized({lanes}):")

@@ -11,6 +11,9 @@ with, so the kernel never needs another kind of layer:
   Normalization, and LayerNormalization's gamma and beta) fold into the Dense before them
   when its activation is linear, else into the next Dense's kernel and bias;
 - LayerNormalization and UnitNormalization are a row pass after their Dense;
+- a merge of two tensors (Add, Subtract, Multiply, Average, Maximum, Minimum) where one is an
+  earlier Dense's output on the path (a residual block) is a step of the later Dense's
+  pipeline that reads the earlier layer's output buffer;
 - layers that are the identity at inference (Dropout and its kin) are skipped.
 Anything else is refused by name: the route never guesses.
 """
@@ -37,7 +40,7 @@ _KERAS_ACTIVATIONS = frozenset({*ELEMENTWISE, "softmax", "log_softmax"}) - {"gel
 _WHAT_COMPILES = (
     "it compiles Dense and EinsumDense layers with any elementwise Keras activation or a "
     "softmax/log_softmax, activation layers, BatchNormalization, Rescaling, Normalization, "
-    "LayerNormalization, UnitNormalization and the dropout family"
+    "LayerNormalization, UnitNormalization, residual merges and the dropout family"
 )
 
 
@@ -74,6 +77,7 @@ class _Dense:
     bias: np.ndarray
     activation: Activation
     layer: Any
+    version: int = 0  # bumped by every change, so a merge can tell its input is still there
 
 
 @dataclass
@@ -109,6 +113,7 @@ class _Builder:
                 "computes nothing after a row-wise step before the next Dense"
             )
         last.activation = last.activation.followed_by(act)
+        last.version += 1
 
     def affine(self, affine: _Affine) -> None:
         """Fold a per-feature affine into the Dense before it, or keep it for the next one."""
@@ -120,6 +125,7 @@ class _Builder:
             last = self.chain[-1]
             last.kernel = last.kernel * affine.scale[None, :]
             last.bias = last.bias * affine.scale + affine.shift
+            last.version += 1
         else:
             self.pending = affine
 
@@ -133,7 +139,31 @@ class _Builder:
         last.kernel = np.concatenate([last.kernel, -last.kernel], axis=1)
         last.bias = np.concatenate([last.bias, -last.bias])
         last.activation = Activation("relu")
+        last.version += 1
         self.prelu = (_per_feature(alpha, last.bias.shape[0] // 2, layer), layer)
+
+    def location(self) -> tuple[int, int] | None:
+        """Where the current value lives: (chain index, version) of the Dense whose output
+        buffer holds it, or None while an affine or PReLU still waits for the next Dense."""
+        if not self.chain or self.pending is not None or self.prelu is not None:
+            return None
+        return len(self.chain) - 1, self.chain[-1].version
+
+    def merge(self, layer: Any, source: tuple[int, int] | None, skip_first: bool) -> None:
+        """Combine the current value with an earlier Dense's output, read from its buffer."""
+        self._no_waiting(layer)
+        current = self.location()
+        if source is None or current is None or source[0] >= current[0]:
+            raise _refuse(layer, "its other input is not the output of an earlier Dense")
+        index, version = source
+        if self.chain[index].version != version:
+            raise _refuse(
+                layer, f"its other input is {self.chain[index].layer.name!r} before a later "
+                "layer folded into it"
+            )
+        kind = type(layer).__name__
+        name = "rsubtract_skip" if kind == "Subtract" and skip_first else _MERGES[kind]
+        self.activate(layer, Activation.of(name, source=index))
 
     def finish(self) -> list[Layer]:
         if self.prelu is not None:
@@ -159,12 +189,29 @@ class _Builder:
             )
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One layer call on the model's path; in a functional model also the tensor it made
+    and, for a merge, its other input (`skip`, and whether that is the merge's first)."""
+
+    layer: Any
+    output: Any = None
+    skip: Any = None
+    skip_first: bool = False
+
+
 def dense_chain_layers(model: Any) -> list[Layer]:
     """(kernel [in, out], bias [out], activation) for each Dense layer, in order."""
     _check_input(model)
     builder = _Builder()
-    for layer in _call_order(model):
-        _add(builder, layer)
+    where: dict[int, tuple[int, int] | None] = {}  # tensor id -> its location in the chain
+    for call in _call_order(model):
+        if call.skip is not None:
+            builder.merge(call.layer, where.get(id(call.skip)), call.skip_first)
+        else:
+            _add(builder, call.layer)
+        if call.output is not None:
+            where[id(call.output)] = builder.location()
     return builder.finish()
 
 
@@ -181,18 +228,19 @@ def _check_input(model: Any) -> None:
         )
 
 
-def _call_order(model: Any) -> list[Any]:
+def _call_order(model: Any) -> list[_Call]:
     """The layers as the model calls them, nested Sequential and functional models opened.
 
     A Sequential model's layers are its call order. A functional model's are walked from its
-    output back to its input, so a layer called twice is compiled twice and a layer with
-    more than one input (Add, Concatenate, ...) is refused by name. A subclassed model's
-    call order is its Python code, which the route cannot read, so it is refused.
+    output back to its input, so a layer called twice is compiled twice, a residual merge
+    keeps its other input, and any other layer with more than one input (Concatenate, a
+    merge of two branches) is refused by name. A subclassed model's call order is its
+    Python code, which the route cannot read, so it is refused.
     """
     from keras.src.models.functional import Functional
 
     if type(model).__name__ == "Sequential":
-        order = list(model.layers)
+        order = [_Call(layer) for layer in model.layers]
     elif isinstance(model, Functional):
         order = _graph_path(model)
     else:
@@ -202,27 +250,80 @@ def _call_order(model: Any) -> list[Any]:
             "as a Sequential or functional model (or export without --tvm to serve it on "
             "ONNX Runtime)"
         )
-    layers: list[Any] = []
-    for layer in order:
-        nested = type(layer).__name__ == "Sequential" or isinstance(layer, Functional)
-        layers.extend(_call_order(layer) if nested else [layer])
-    return layers
+    calls: list[_Call] = []
+    for call in order:
+        layer = call.layer
+        if type(layer).__name__ == "Sequential" or isinstance(layer, Functional):
+            inner = _call_order(layer)
+            if call.output is not None and inner:  # the nested model's output is the call's
+                inner[-1] = _Call(inner[-1].layer, call.output, inner[-1].skip,
+                                  inner[-1].skip_first)
+            calls.extend(inner)
+        else:
+            calls.append(call)
+    return calls
 
 
-def _graph_path(model: Any) -> list[Any]:
-    """A one-input, one-output functional model's layers from input to output."""
+def _graph_path(model: Any) -> list[_Call]:
+    """A one-input, one-output functional model's calls from input to output."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ExportError("the TVM Dense-chain route compiles models of one input and one output")
-    path: list[Any] = []
+    path: list[_Call] = []
     tensor, source = model.outputs[0], model.inputs[0]
     while tensor is not source:
         layer, node_index, tensor_index = tensor._keras_history
-        inputs = layer._inbound_nodes[node_index].input_tensors
-        if len(inputs) != 1 or tensor_index != 0:
+        inputs = list(layer._inbound_nodes[node_index].input_tensors)
+        if tensor_index != 0:
             raise _refuse(layer)
-        path.append(layer)
-        tensor = inputs[0]
+        if len(inputs) == 1:
+            path.append(_Call(layer, tensor))
+            tensor = inputs[0]
+            continue
+        if type(layer).__name__ not in _MERGES or len(inputs) != 2:
+            raise _refuse(layer)
+        main, skip, skip_first = _residual(layer, inputs)
+        path.append(_Call(layer, tensor, skip, skip_first))
+        tensor = main
     return path[::-1]
+
+
+def _residual(layer: Any, inputs: list[Any]) -> tuple[Any, Any, bool]:
+    """(main input, skip input, whether the skip is the first): the skip is the input the
+    other one was computed from; two independent branches are refused."""
+    first, second = inputs
+    if first is not second and id(first) in _ancestors(second):
+        return second, first, True
+    if first is not second and id(second) in _ancestors(first):
+        return first, second, False
+    raise _refuse(layer, "it merges two branches; the route compiles a merge only with an "
+                  "earlier output of the same path (a residual block)")
+
+
+def _ancestors(tensor: Any) -> set[int]:
+    """Ids of every tensor `tensor` was computed from, itself included."""
+    seen: set[int] = set()
+    stack = [tensor]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        history = getattr(current, "_keras_history", None)
+        if history is not None:
+            layer, node_index, _ = history
+            stack.extend(layer._inbound_nodes[node_index].input_tensors)
+    return seen
+
+
+# Keras' merge layers of two tensors, as pipeline steps (x is the path's value, h the skip).
+_MERGES = {
+    "Add": "add_skip",
+    "Subtract": "subtract_skip",
+    "Multiply": "multiply_skip",
+    "Average": "average_skip",
+    "Maximum": "maximum_skip",
+    "Minimum": "minimum_skip",
+}
 
 
 def _add(builder: _Builder, layer: Any) -> None:
