@@ -237,11 +237,9 @@ def _call_order(model: Any) -> list[_Call]:
     merge of two branches) is refused by name. A subclassed model's call order is its
     Python code, which the route cannot read, so it is refused.
     """
-    from keras.src.models.functional import Functional
-
     if type(model).__name__ == "Sequential":
         order = [_Call(layer) for layer in model.layers]
-    elif isinstance(model, Functional):
+    elif _is_functional(model):
         order = _graph_path(model)
     else:
         raise ExportError(
@@ -253,7 +251,7 @@ def _call_order(model: Any) -> list[_Call]:
     calls: list[_Call] = []
     for call in order:
         layer = call.layer
-        if type(layer).__name__ == "Sequential" or isinstance(layer, Functional):
+        if type(layer).__name__ == "Sequential" or _is_functional(layer):
             inner = _call_order(layer)
             if call.output is not None and inner:  # the nested model's output is the call's
                 inner[-1] = _Call(inner[-1].layer, call.output, inner[-1].skip,
@@ -262,6 +260,15 @@ def _call_order(model: Any) -> list[_Call]:
         else:
             calls.append(call)
     return calls
+
+
+def _is_functional(model: Any) -> bool:
+    """A model built from tensors (keras.Model(inputs, outputs), or a subclass of that)."""
+    try:
+        from keras.src.models.functional import Functional
+    except ImportError:  # pragma: no cover - Keras moved it
+        return type(model).__name__ == "Functional"
+    return isinstance(model, Functional)
 
 
 def _graph_path(model: Any) -> list[_Call]:
