@@ -200,9 +200,9 @@ def test_a_layer_the_route_cannot_compile_is_named(tmp_path: Path) -> None:
 
     from kerasport.export import export_bundle
 
-    model = keras.Sequential([
+    model = keras.Sequential([  # after the head there is no Dense to fold it into
         keras.Input((F,)), keras.layers.Dense(8, activation="relu"),
-        keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(3, activation="softmax"),
+        keras.layers.Dense(3, activation="softmax"), keras.layers.BatchNormalization(name="bn"),
     ])
     model.save(tmp_path / "m.keras")
     with pytest.raises(ExportError, match=r"cannot compile layer 'bn' \(BatchNormalization\)"):

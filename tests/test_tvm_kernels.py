@@ -18,6 +18,7 @@ pytest.importorskip("tvm_ffi")
 
 from kerasport.cpu import host_cpu_features, missing_features
 from kerasport.errors import BundleError, ExportError
+from kerasport.export.tvm.activations import Activation
 from kerasport.export.tvm.dense_chain import compile_dense_chain
 from kerasport.export.tvm.targets import TvmTarget, known_targets, resolve_targets
 from kerasport.runtime.backends.tvm import TvmRunner, open_tvm_library
@@ -199,12 +200,14 @@ def test_tampered_description_and_foreign_cpu(build_dir: Path) -> None:
 
 def test_export_errors(build_dir: Path) -> None:
     layers = make_layers("tiny")
-    bad = [*layers[:-1], (layers[-1][0], layers[-1][1], "gelu")]
-    with pytest.raises(ExportError, match="gelu"):
+    bad = [*layers[:-1], (layers[-1][0], layers[-1][1], "sparsemax")]
+    with pytest.raises(ExportError, match="sparsemax"):
         compile_dense_chain(bad, known_targets()["x86-64-v3"], build_dir, "bad")
-    hidden_softmax = [(layers[0][0], layers[0][1], "softmax"), layers[1]]
-    with pytest.raises(ExportError, match="softmax"):
-        compile_dense_chain(hidden_softmax, known_targets()["x86-64-v3"], build_dir, "bad")
+    forward_merge = [
+        (layers[0][0], layers[0][1], Activation.of("add_skip", source=1)), *layers[1:]
+    ]
+    with pytest.raises(ExportError, match="merge reads layer 1"):
+        compile_dense_chain(forward_merge, known_targets()["x86-64-v3"], build_dir, "bad")
     with pytest.raises(ExportError, match="x86-64-v9"):
         resolve_targets(["x86-64-v9"])
     assert [t.name for t in resolve_targets(["x86-64-v3", "x86-64-v3"])] == ["x86-64-v3"]
