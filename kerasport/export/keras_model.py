@@ -117,12 +117,6 @@ def refuse_half_precision(model: Any) -> None:
             )
 
 
-def classifier_shape(model: Any) -> tuple[int, int]:
-    """(values per example, classes) of a servable classifier (see `model_signature`)."""
-    inputs, outputs = model_signature(model)
-    return math.prod(inputs.shape), outputs.shape[-1]
-
-
 def model_signature(model: Any) -> tuple[InputSpec, OutputSpec]:
     """The input and output specs of a model with one input (batch, d1, ..., dk) of fixed
     dimensions and one float32 output (batch, ..., classes).

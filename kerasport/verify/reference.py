@@ -52,20 +52,12 @@ class Pending(Protocol):
 
 
 def io_shapes(model: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(input shape, output shape) of a loaded servable model, without the batch axis.
+    """(input shape, output shape) of a loaded servable model, without the batch axis, as
+    export reads them (`model_signature`, which also knows a subclassed model's shapes)."""
+    from kerasport.export.keras_model import model_signature
 
-    Read through export's own reading of a model (`model_signature`, which also knows a
-    subclassed model's shapes); an export that only knows (batch, features) ->
-    (batch, classes) classifiers gives ((features,), (classes,)).
-    """
-    from kerasport.export import keras_model
-
-    signature = getattr(keras_model, "model_signature", None)
-    if signature is not None:
-        inputs, outputs = signature(model)
-        return tuple(int(d) for d in inputs.shape), tuple(int(d) for d in outputs.shape)
-    features, classes = keras_model.classifier_shape(model)
-    return (int(features),), (int(classes),)
+    inputs, outputs = model_signature(model)
+    return inputs.shape, outputs.shape
 
 
 class Reference(Protocol):
