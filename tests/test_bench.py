@@ -597,3 +597,12 @@ def test_segmentation_table_in_the_readme_is_the_one_the_benchmark_printed() -> 
     section = readme[readme.index("### Segmentation (DeepCell-like)"):]
     assert bench.table(results) in section
     assert f"`{results['meta']['command']}`" in section
+
+
+def test_example_bytes_follow_every_input_dtype_a_bundle_may_record() -> None:
+    from kerasport.bench.spec import example_bytes
+    from kerasport.manifest import INPUT_DTYPES, InputSpec
+
+    sizes = {dtype: example_bytes(InputSpec((8, 8, 3), dtype)) for dtype in INPUT_DTYPES}
+    assert sizes["uint8"] == 192 and sizes["float16"] == 384 and sizes["float64"] == 1536
+    assert sizes["float32"] == sizes["int32"] == 768

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from kerasport.manifest import InputSpec, Manifest
 
 MB = 1024 * 1024
@@ -24,7 +26,6 @@ QUICK_BUDGET = 256 << 20
 # tensors that skip connections keep alive, are held at once. Twice the manifest's per-example
 # estimate (its largest layer's input and output) covers that.
 WORKING_FACTOR = 2
-_ITEMSIZE = {"float32": 4, "int32": 4, "int64": 8}
 
 
 def is_table(inputs: InputSpec) -> bool:
@@ -39,7 +40,7 @@ def deepvariant_shaped(manifest: Manifest) -> bool:
 
 def example_bytes(inputs: InputSpec) -> int:
     """Bytes of one example as the model takes it."""
-    return math.prod(inputs.shape) * _ITEMSIZE[inputs.dtype]
+    return math.prod(inputs.shape) * np.dtype(inputs.dtype).itemsize
 
 
 def describe(manifest: Manifest) -> str:
