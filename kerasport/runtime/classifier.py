@@ -19,7 +19,7 @@ import numpy as np
 from kerasport.errors import InputError
 from kerasport.manifest import InputSpec, OutputSpec
 from kerasport.runtime.backends import Runner
-from kerasport.runtime.inputs import as_examples_array, check_chunk, positive_int
+from kerasport.runtime.inputs import as_examples_array, chunk_check, positive_int
 
 # The most rows one engine call sees: bounds the engine's working memory (for a 750-wide
 # model, about 6 MB of activations) whatever batch size the caller asks for. `__call__` and
@@ -52,6 +52,7 @@ class Classifier:
     ) -> None:
         self._runner = runner
         self._inputs = inputs
+        self._check_chunk = chunk_check(inputs)
         self.input_shape = inputs.shape
         self.input_dtype = inputs.dtype
         self.output_shape = outputs.shape
@@ -119,5 +120,5 @@ class Classifier:
         return output
 
     def _run_chunk(self, chunk: np.ndarray, first_row: int) -> np.ndarray:
-        check_chunk(chunk, first_row, self._inputs)
+        self._check_chunk(chunk, first_row)
         return self._runner.run(chunk)

@@ -9,7 +9,7 @@ rows never needs a second full-size copy.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -60,12 +60,17 @@ def _check_table(array: np.ndarray, num_features: int) -> None:
         )
 
 
-def check_chunk(chunk: np.ndarray, first_row: int, spec: InputSpec) -> None:
-    """The value checks one chunk needs before the engine sees it: finite floats for a
-    float input; integers inside the vocabulary for an Embedding's indices."""
+def chunk_check(spec: InputSpec) -> Callable[[np.ndarray, int], None]:
+    """The value checks a chunk of `spec`'s examples needs before the engine sees it,
+    chosen once per classifier (not per call): integers inside the vocabulary or the dtype
+    for an integer input or an Embedding's indices; finite values for a float input."""
     if spec.index_range is not None or np.dtype(spec.dtype).kind in "iu":
-        check_indices(chunk, first_row, spec)
-    elif chunk.dtype.kind == "f":
+        return lambda chunk, first_row: check_indices(chunk, first_row, spec)
+    return _check_float_chunk
+
+
+def _check_float_chunk(chunk: np.ndarray, first_row: int) -> None:
+    if chunk.dtype.kind == "f":  # integer chunks are finite in any float dtype
         check_finite(chunk, first_row)
 
 
