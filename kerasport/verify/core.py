@@ -135,15 +135,19 @@ def chunk_rows_for(spec: BundleSpec, chunk_rows: int, sides: int) -> int:
     """`chunk_rows`, cut to CHUNK_BYTES of examples (as float64, the widest stored) and
     outputs of `sides` models, in multiples of the reference's batch (so chunking never
     changes its batches)."""
-    row_bytes = 8 * math.prod(spec.input.shape) + 4 * sides * math.prod(spec.output.shape)
-    fitting = CHUNK_BYTES // row_bytes // REFERENCE_BATCH_SIZE * REFERENCE_BATCH_SIZE
-    return min(chunk_rows, max(REFERENCE_BATCH_SIZE, fitting))
+    fitting = CHUNK_BYTES // _held_bytes(spec, sides) // REFERENCE_BATCH_SIZE
+    return min(chunk_rows, max(REFERENCE_BATCH_SIZE, fitting * REFERENCE_BATCH_SIZE))
 
 
 def sample_rows_for(spec: BundleSpec, rows: int) -> int:
     """The invariance sample's rows: `rows`, cut to SAMPLE_BYTES of examples and outputs."""
-    row_bytes = 8 * math.prod(spec.input.shape) + 4 * 6 * math.prod(spec.output.shape)
-    return min(rows, max(1, SAMPLE_BYTES // row_bytes))
+    return min(rows, max(1, SAMPLE_BYTES // _held_bytes(spec, 6)))
+
+
+def _held_bytes(spec: BundleSpec, outputs: int) -> int:
+    """What one example holds in memory: itself as float64 (the widest stored) and
+    `outputs` float32 outputs of it."""
+    return 8 * math.prod(spec.input.shape) + 4 * outputs * math.prod(spec.output.shape)
 
 
 def progress_available() -> bool:
