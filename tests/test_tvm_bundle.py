@@ -63,7 +63,7 @@ def test_the_manifest_describes_each_library(bundle: Path) -> None:
         artifact = manifest["artifacts"][key]
         details = artifact["details"]
         assert artifact["backend"] == "tvm" and artifact["file"] == f"model-{target}.so"
-        assert details["target"] == target and details["route"] == "dense-chain"
+        assert details["target"] == target and details["route"] == "dense-graph"
         assert "avx2" in details["cpu_features"]
         assert details["tvm_version"].startswith("0.27") and details["tvm_ffi_version"]
         assert set(artifact["extra_files"]) == {"weights"}
@@ -200,12 +200,13 @@ def test_a_layer_the_route_cannot_compile_is_named(tmp_path: Path) -> None:
 
     from kerasport.export import export_bundle
 
-    model = keras.Sequential([  # after the head there is no Dense to fold it into
+    model = keras.Sequential([  # the route's values are rows of features
         keras.Input((F,)), keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(3, activation="softmax"), keras.layers.BatchNormalization(name="bn"),
+        keras.layers.RepeatVector(2, name="rv"), keras.layers.Flatten(),
+        keras.layers.Dense(3, activation="softmax"),
     ])
     model.save(tmp_path / "m.keras")
-    with pytest.raises(ExportError, match=r"cannot compile layer 'bn' \(BatchNormalization\)"):
+    with pytest.raises(ExportError, match=r"cannot compile layer 'rv' \(RepeatVector\)"):
         export_bundle(tmp_path / "m.keras", tmp_path / "b", tvm_targets=["auto"])
     assert not (tmp_path / "b").exists()
 

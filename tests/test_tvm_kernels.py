@@ -19,7 +19,7 @@ pytest.importorskip("tvm_ffi")
 from kerasport.cpu import host_cpu_features, missing_features
 from kerasport.errors import BundleError, ExportError
 from kerasport.export.tvm.activations import Activation
-from kerasport.export.tvm.dense_chain import compile_dense_chain
+from kerasport.export.tvm.dense_graph import compile_dense_chain
 from kerasport.export.tvm.targets import TvmTarget, known_targets, resolve_targets
 from kerasport.runtime.backends.tvm import TvmRunner, open_tvm_library
 
@@ -206,8 +206,28 @@ def test_export_errors(build_dir: Path) -> None:
     forward_merge = [
         (layers[0][0], layers[0][1], Activation.of("add_skip", source=1)), *layers[1:]
     ]
-    with pytest.raises(ExportError, match="merge reads layer 1"):
+    with pytest.raises(ExportError, match="merge reads node 1"):
         compile_dense_chain(forward_merge, known_targets()["x86-64-v3"], build_dir, "bad")
     with pytest.raises(ExportError, match="x86-64-v9"):
         resolve_targets(["x86-64-v9"])
     assert [t.name for t in resolve_targets(["x86-64-v3", "x86-64-v3"])] == ["x86-64-v3"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_dense_chain_description_from_before_graphs_still_loads(
+    target: TvmTarget, build_dir: Path
+) -> None:
+    """Bundles exported before the graph route describe a chain (route dense-chain, no
+    buffer list, a kernel and bias per layer): the same calling convention, still served."""
+    directory, details = compiled(target, "mixed", build_dir)
+    legacy = json.loads(json.dumps(details)) | {"route": "dense-chain"}
+    del legacy["buffers"]
+    for layer in legacy["layers"]:
+        del layer["kind"], layer["sources"]
+    x = np.random.default_rng(2).normal(size=(13, details["num_features"]))
+    same = open_runner(directory, legacy).run(x) == open_runner(directory, details).run(x)
+    assert same.all()
+    with pytest.raises(BundleError, match="weight and a bias per layer"):
+        open_runner(directory, {**legacy, "arrays": legacy["arrays"][:-1]})
+    with pytest.raises(BundleError, match="buffers"):
+        open_runner(directory, {**details, "buffers": details["buffers"][:-1]})

@@ -81,7 +81,7 @@ def export_bundle(
     refuse_half_precision(model)
     num_features, num_classes = math.prod(inputs.shape), outputs.shape[-1]
     feature_names, model_info = read_model_info(model_path, num_features)
-    layers = _dense_chain(model) if targets else []
+    graph = _dense_graph(model) if targets else ([], num_features)
     proto = keras_to_onnx(model, inputs, opset)
     per_example = max(
         row_bytes(proto),
@@ -99,7 +99,7 @@ def export_bundle(
 
     def fill(bundle: Path) -> None:
         write_file(bundle / ONNX_FILE, onnx_bytes, ExportError)
-        tvm_artifacts = _compile_tvm(layers, targets, bundle)
+        tvm_artifacts = _compile_tvm(graph, targets, bundle)
         unchecked = [
             f"{key} was not checked against Keras at export: this CPU lacks "
             f"{', '.join(missing)}; run kerasport verify --backend {key} on a CPU that has them"
@@ -145,19 +145,25 @@ def _resolve_tvm_targets(names: Sequence[str]) -> list[Any]:
     return resolve_targets(list(names))
 
 
-def _dense_chain(model: Any) -> list[Any]:
-    from kerasport.export.tvm.keras_layers import dense_chain_layers
+def _dense_graph(model: Any) -> tuple[list[Any], int]:
+    from kerasport.export.tvm.keras_layers import dense_graph
 
-    return dense_chain_layers(model)
+    return dense_graph(model)
 
 
-def _compile_tvm(layers: list[Any], targets: list[Any], bundle: Path) -> dict[str, Artifact]:
+def _compile_tvm(
+    graph: tuple[list[Any], int], targets: list[Any], bundle: Path
+) -> dict[str, Artifact]:
     """One library per TVM target, by manifest key; the compiler is imported only here."""
     if not targets:
         return {}
     from kerasport.export.tvm.artifact import artifact_key, compile_artifact
 
-    return {artifact_key(target): compile_artifact(layers, target, bundle) for target in targets}
+    nodes, features = graph
+    return {
+        artifact_key(target): compile_artifact(nodes, features, target, bundle)
+        for target in targets
+    }
 
 
 def _check_bundle(

@@ -15,11 +15,14 @@ values go to small per-lane buffers (`act0[c]`, `act1[c]`, ...), which LLVM keep
 registers like the accumulators.
 
 An activation is an `Activation`: a Keras name, its arguments, and optionally the activation
-applied after it (`then`), so `Dense(relu) -> LayerNormalization` is one pipeline. Row-wise
-steps (softmax, log_softmax, layer_norm, unit_norm) need the whole row and run as a short
-pass after the layer; they may only end a pipeline. Merge steps (add_skip, ...) combine the
-value with an earlier layer's output at the same row and column (`source`, its index in the
-chain): a residual Add of Dense outputs is one step of the later Dense's pipeline.
+applied after it (`then`), so `Dense(relu) -> LayerNormalization -> gelu` is one pipeline.
+A row-wise step (softmax, log_softmax, layer_norm, unit_norm) needs the whole row: at most one
+per pipeline, run as a short pass after the layer's tiles; the steps before it run on the
+register tile, the steps after it in that pass. Merge steps (add_skip, ...) combine the value
+with an earlier node's output at the same row and column (`source`, its index in the graph).
+Per-column steps (affine for BatchNormalization and Rescaling, normalize, prelu) read the
+node's own parameter arrays (`scale`, `shift`, ... are indices into them), so nothing is
+folded into a neighbouring kernel and the arithmetic is Keras' own, in its order.
 """
 
 from __future__ import annotations
@@ -43,9 +46,21 @@ _DEFAULTS: dict[str, dict[str, float]] = {
     "soft_shrink": {"threshold": 0.5},
     "hard_shrink": {"threshold": 0.5},
     "layer_norm": {"epsilon": 1e-3},
+    "divide": {"by": 2.0},
     "unit_norm": {},
 }
-_OPTIONAL = {"relu": ("max_value",)}
+_OPTIONAL = {"relu": ("max_value",), "layer_norm": ("gamma", "beta")}
+# Per-column steps: the arguments that name parameter arrays of the node (indices), and the
+# expression over the value x and those arrays' entries at the cell's column.
+PER_COLUMN = {
+    # tf.nn.batch_normalization and Rescaling: x * scale + shift (two roundings)
+    "affine": (("scale", "shift"), "{x} * {scale} + {shift}"),
+    # Normalization: (x - mean) / max(sqrt(variance), epsilon), the divisor precomputed
+    "normalize": (("mean", "std"), "({x} - {mean}) / {std}"),
+    # PReLU: relu(x) + (-alpha) * relu(-x), as Keras writes it
+    "prelu": (("alpha",), "T.max({x}, T.float32(0.0)) + (T.float32(0.0) - {alpha}) * "
+              "T.max(T.float32(0.0) - {x}, T.float32(0.0))"),
+}
 # Merge steps: the value x and an earlier layer's output h at the same cell, as Keras' merge
 # layers compute them (Subtract is inputs[0] - inputs[1]: rsubtract when h is inputs[0]).
 MERGES = {
@@ -119,49 +134,72 @@ ActivationSpec = Activation | str
 
 def as_activation(spec: ActivationSpec) -> Activation:
     """An `Activation` from a name or an `Activation`, checked: known names, known and finite
-    arguments, row-wise steps only at the end of a pipeline."""
+    arguments, at most one row-wise step."""
     activation = Activation(spec) if isinstance(spec, str) else spec
     steps = activation.steps()
-    for index, step in enumerate(steps):
+    for step in steps:
         if step.name not in ACTIVATIONS:
             raise ExportError(f"activation {step.name!r} is not one the TVM route compiles")
         allowed = set(_DEFAULTS.get(step.name, {})) | set(_OPTIONAL.get(step.name, ()))
         if step.name in MERGES:
-            _check_source(step)
+            _check_index(step, "source")
             allowed = {"source"}
+        for key in param_keys(step):
+            _check_index(step, key)
+        allowed |= set(PER_COLUMN.get(step.name, ((), ""))[0])
         for key, value in step.args:
             if key not in allowed:
                 raise ExportError(f"activation {step.name!r} takes no argument {key!r}")
             if not math.isfinite(value):
                 raise ExportError(f"activation {step.name!r}: {key}={value} is not finite")
-        if step.name in ROW_WISE and index != len(steps) - 1:
-            raise ExportError(
-                f"activation {step.name!r} needs the whole row, so it must be the last step "
-                f"(got {activation})"
-            )
+    if sum(step.name in ROW_WISE for step in steps) > 1:
+        raise ExportError(f"a pipeline takes at most one row-wise step (got {activation})")
     return activation
 
 
-def _check_source(step: Activation) -> None:
-    source = step.arg("source")
-    if source is None or source != int(source) or source < 0:
-        raise ExportError(f"merge step {step.name!r} needs a layer index as its source")
+def param_keys(step: Activation) -> list[str]:
+    """The arguments of `step` that index the node's parameter arrays."""
+    if step.name in PER_COLUMN:
+        return list(PER_COLUMN[step.name][0])
+    if step.name == "layer_norm":
+        return [key for key in ("gamma", "beta") if step.arg(key) is not None]
+    return []
+
+
+def _check_index(step: Activation, key: str) -> None:
+    index = step.arg(key)
+    if index is None or index != int(index) or index < 0:
+        raise ExportError(f"step {step.name!r} needs an index as its {key!r}")
 
 
 def merge_sources(activation: Activation) -> list[int]:
-    """The chain layers whose outputs the pipeline's merge steps read."""
+    """The graph nodes whose outputs the pipeline's merge steps read."""
     return [int(step.value("source")) for step in activation.steps() if step.name in MERGES]
 
 
-def elementwise_steps(activation: Activation) -> list[Activation]:
-    """The steps computed on the register tile (everything but a final row-wise step)."""
-    return [step for step in activation.steps() if step.name not in ROW_WISE]
+def param_count(activation: Activation) -> int:
+    """How many parameter arrays the pipeline reads (one past the highest index)."""
+    indices = [int(step.value(key)) for step in activation.steps() for key in param_keys(step)]
+    return max(indices, default=-1) + 1
+
+
+def tile_steps(activation: Activation) -> list[Activation]:
+    """The steps before the row-wise one (all of them if none): computed on the tile."""
+    steps = activation.steps()
+    cut = next((i for i, step in enumerate(steps) if step.name in ROW_WISE), len(steps))
+    return steps[:cut]
+
+
+def after_row_steps(activation: Activation) -> list[Activation]:
+    """The elementwise steps after the row-wise one, computed in its pass."""
+    steps = activation.steps()
+    cut = next((i for i, step in enumerate(steps) if step.name in ROW_WISE), len(steps))
+    return steps[cut + 1 :]
 
 
 def row_step(activation: Activation) -> Activation | None:
-    """The final row-wise step (softmax, log_softmax, layer_norm, unit_norm), if any."""
-    last = activation.steps()[-1]
-    return last if last.name in ROW_WISE else None
+    """The row-wise step (softmax, log_softmax, layer_norm, unit_norm), if any."""
+    return next((step for step in activation.steps() if step.name in ROW_WISE), None)
 
 
 # --- TVMScript text ---------------------------------------------------------------------------
@@ -439,38 +477,54 @@ ELEMENTWISE: dict[str, _Emit] = {
     "squareplus": _squareplus,
     "log_sigmoid": _log_sigmoid,
     "exponential": lambda s, x, a: _exp(s, x, overflow=True),
+    "divide": lambda s, x, a: f"{x} / {_f(a.value('by'))}",  # Average of n inputs: sum / n
 }
 # Need the whole row: a pass over the layer's true width after its tiles are written.
 ROW_WISE = ("softmax", "log_softmax", "layer_norm", "unit_norm")
-ACTIVATIONS = (*ELEMENTWISE, *ROW_WISE, *MERGES)
+ACTIVATIONS = (*ELEMENTWISE, *ROW_WISE, *MERGES, *PER_COLUMN)
 
 
-Operand = Callable[[int], str]
+@dataclass(frozen=True)
+class Cell:
+    """Where a step's operands are read: the load of node `source`'s output and of the
+    node's parameter array `index` at the cell being computed."""
+
+    hidden: Callable[[int], str]
+    param: Callable[[int], str]
 
 
-def tile_code(
-    x: str, activation: Activation, operand: Operand = lambda source: f"H{source}[c]"
-) -> tuple[list[str], str]:
-    """TVMScript for the elementwise steps on one vector `x` (lane variable `c`): the lines
-    that fill the `act*` buffers, and the value expression. `operand(source)` is the load of
-    layer `source`'s output at the same cell, for merge steps.
+_SYMBOLIC = Cell(lambda source: f"H{source}[c]", lambda index: f"P{index}[c]")
+
+
+def tile_code(x: str, steps: list[Activation], cell: Cell = _SYMBOLIC) -> tuple[list[str], str]:
+    """TVMScript for elementwise steps on one vector `x` (lane variable `c`): the lines that
+    fill the `act*` buffers, and the value expression; `cell` gives the loads of merge and
+    per-column operands.
 
     A step's input is inlined when the step is a few instructions (LLVM merges the repeated
     subexpressions), and stored in a lane buffer first when the step is long, so a short
     pipeline such as add_skip -> relu stays on the registers."""
     s = _Steps()
     value = x
-    for step in elementwise_steps(activation):
+    for step in steps:
         if step.name == "linear":
             continue
+        # Each step's text is parenthesized: the next step inlines it into its own formula.
         if step.name in MERGES:
-            h = operand(int(step.value("source")))
-            value = MERGES[step.name].format(x=value, h=h)
+            h = cell.hidden(int(step.value("source")))
+            value = "(" + MERGES[step.name].format(x=value, h=h) + ")"
+            continue
+        if step.name in PER_COLUMN:
+            keys, form = PER_COLUMN[step.name]
+            if step.name == "prelu" and value != x:
+                value = s.let(value)  # read twice: compute it once
+            loads = {key: cell.param(int(step.value(key))) for key in keys}
+            value = "(" + form.format(x=value, **loads) + ")"
             continue
         emit = ELEMENTWISE[step.name]
         if value != x and _is_long(emit, step):
             value = s.let(value)
-        value = emit(s, value, step)
+        value = "(" + emit(s, value, step) + ")"
     return s.lines, value
 
 
@@ -480,9 +534,9 @@ def _is_long(emit: _Emit, step: Activation) -> bool:
     return bool(scratch.lines)
 
 
-def tile_buffers(activation: Activation) -> int:
-    """How many `act*` lane buffers `tile_code` uses for this activation."""
-    return len(tile_code("x[c]", activation)[0])
+def tile_buffers(steps: list[Activation]) -> int:
+    """How many `act*` lane buffers `tile_code` uses for these steps."""
+    return len(tile_code("x[c]", steps)[0])
 
 
 def _row_softmax(dst: str, n: int, log: bool) -> list[tuple[int, str]]:
@@ -515,9 +569,17 @@ def _row_softmax(dst: str, n: int, log: bool) -> list[tuple[int, str]]:
     ]
 
 
-def _row_layer_norm(dst: str, n: int, epsilon: float) -> list[tuple[int, str]]:
-    """(x - mean) * rsqrt(variance + epsilon) over the row, as Keras' LayerNormalization
-    computes it in float32 (its gamma and beta are folded into the next Dense)."""
+def _row_layer_norm(
+    dst: str, n: int, step: Activation, param: Callable[[int], str]
+) -> list[tuple[int, str]]:
+    """Keras' layer_normalization in float32: inv = rsqrt(variance + epsilon) * gamma,
+    x * inv + (-mean * inv + beta), with gamma and beta the node's parameter arrays when
+    the layer has them."""
+    gamma, beta = step.arg("gamma"), step.arg("beta")
+    inv = "var[0]" if gamma is None else f"(var[0] * {param(int(gamma))})"
+    shift = f"(({ZERO} - mu[0]) * {inv})"
+    if beta is not None:
+        shift = f"({shift} + {param(int(beta))})"
     return [
         (0, "mu = T.alloc_buffer((1,), 'float32', scope='global')"),
         (0, "var = T.alloc_buffer((1,), 'float32', scope='global')"),
@@ -528,9 +590,9 @@ def _row_layer_norm(dst: str, n: int, epsilon: float) -> list[tuple[int, str]]:
         (0, f"var[0] = {ZERO}"),
         (0, f"for c in range({n}):"),
         (1, f"var[0] = var[0] + ({dst}[r, c] - mu[0]) * ({dst}[r, c] - mu[0])"),
-        (0, f"var[0] = {ONE} / T.sqrt(var[0] / {_f(float(n))} + {_f(epsilon)})"),
+        (0, f"var[0] = {ONE} / T.sqrt(var[0] / {_f(float(n))} + {_f(step.value('epsilon'))})"),
         (0, f"for c in range({n}):"),
-        (1, f"{dst}[r, c] = ({dst}[r, c] - mu[0]) * var[0]"),
+        (1, f"{dst}[r, c] = {dst}[r, c] * {inv} + {shift}"),
     ]
 
 
@@ -548,13 +610,15 @@ def _row_unit_norm(dst: str, n: int) -> list[tuple[int, str]]:
     ]
 
 
-def row_code(dst: str, n: int, step: Activation) -> list[tuple[int, str]]:
+def row_code(
+    dst: str, n: int, step: Activation, param: Callable[[int], str]
+) -> list[tuple[int, str]]:
     """The body of `for r in ...:` for one row-wise step over the first n columns of `dst`,
-    as (extra indent, line) pairs."""
+    as (extra indent, line) pairs; `param(index)` loads a parameter array at column `c`."""
     if step.name in ("softmax", "log_softmax"):
         return _row_softmax(dst, n, step.name == "log_softmax")
     if step.name == "layer_norm":
-        return _row_layer_norm(dst, n, step.value("epsilon"))
+        return _row_layer_norm(dst, n, step, param)
     if step.name == "unit_norm":
         return _row_unit_norm(dst, n)
     raise ExportError(f"{step.name!r} is not a row-wise activation")

@@ -1,265 +1,308 @@
-"""Read a Keras model as a Dense chain: the layers the fast TVM route compiles.
+"""Read a Keras model as a graph of Dense nodes: the layers the fast TVM route compiles.
 
-The route compiles a chain of Dense (or EinsumDense acting as Dense) layers, each with an
-activation pipeline computed on the register tile (see activations.py). Everything else an
-ordinary MLP holds is rewritten into that shape at export, with the weights Keras infers
-with, so the kernel never needs another kind of layer:
-- activation layers (Activation, ReLU, LeakyReLU, ELU, Softmax) join the activation of the
-  Dense before them; PReLU, whose slope is per column, becomes relu over [z, -z] (the Dense
-  doubled) and the next Dense reads relu(-z) with its rows scaled by -alpha;
-- per-feature affine layers (BatchNormalization with its moving statistics, Rescaling,
-  Normalization, and LayerNormalization's gamma and beta) fold into the Dense before them
-  when its activation is linear, else into the next Dense's kernel and bias;
-- LayerNormalization and UnitNormalization are a row pass after their Dense;
-- a merge of two tensors (Add, Subtract, Multiply, Average, Maximum, Minimum) where one is an
-  earlier Dense's output on the path (a residual block) is a step of the later Dense's
-  pipeline that reads the earlier layer's output buffer;
-- layers that are the identity at inference (Dropout and its kin) are skipped.
-Anything else is refused by name: the route never guesses.
+The route compiles Dense (and EinsumDense acting as Dense) nodes, each with a pipeline of
+steps computed on its output (see activations.py), and map nodes (the same pipeline without
+a kernel). The model's graph is walked in call order and each layer becomes a step of the
+node whose output it reads, with Keras' own arithmetic and its own parameters (nothing is
+folded into a neighbouring kernel, so the rounding stays Keras'):
+- activations and activation layers (Activation, ReLU, LeakyReLU, ELU, PReLU, Softmax);
+- per-feature layers: BatchNormalization with its moving statistics, Rescaling,
+  Normalization; LayerNormalization and UnitNormalization as a row-wise step;
+- merges (Add, Subtract, Multiply, Average, Maximum, Minimum) of any earlier values: a step
+  of one operand's node reading the others' buffers;
+- Concatenate on the feature axis: a Dense after it reads the parts' buffers in turn;
+- layers that are the identity at inference (Dropout and its kin, Flatten of features).
+A step joins the node that computed its input only when nothing else reads that value;
+otherwise the value is kept in its buffer and the step starts a map node, so a pre-norm
+residual block (x + f(LayerNorm(x))) or a branch read twice stays exact. Anything else is
+refused by name: the route never guesses.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from kerasport.errors import ExportError
-from kerasport.export.tvm.activations import ELEMENTWISE, Activation, row_step
-from kerasport.export.tvm.dense_chain import Layer
+from kerasport.export.tvm.activations import ELEMENTWISE, ROW_WISE, Activation, row_step
+from kerasport.export.tvm.dense_graph import INPUT, Node
 
 _IDENTITY_AT_INFERENCE = frozenset({
     "InputLayer", "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "ActivityRegularization", "Identity",
+    "ActivityRegularization", "Identity", "Flatten", "SpatialDropout1D",
 })
 # Keras activation functions the kernel computes, by their __name__ (swish and hard_swish
 # are the same functions as silu and hard_silu, so they carry those names).
-_KERAS_ACTIVATIONS = frozenset({*ELEMENTWISE, "softmax", "log_softmax"}) - {"gelu_tanh"}
+_KERAS_ACTIVATIONS = frozenset({*ELEMENTWISE, "softmax", "log_softmax"}) - {
+    "gelu_tanh", "divide"
+}
 _WHAT_COMPILES = (
     "it compiles Dense and EinsumDense layers with any elementwise Keras activation or a "
     "softmax/log_softmax, activation layers, BatchNormalization, Rescaling, Normalization, "
-    "LayerNormalization, UnitNormalization, residual merges and the dropout family"
+    "LayerNormalization, UnitNormalization, merges, Concatenate and the dropout family"
 )
 
 
 def _refuse(layer: Any, why: str = "") -> ExportError:
     kind = type(layer).__name__
     return ExportError(
-        f"the TVM Dense-chain route cannot compile layer {layer.name!r} ({kind})"
+        f"the TVM Dense-graph route cannot compile layer {layer.name!r} ({kind})"
         + (f": {why}" if why else f"; {_WHAT_COMPILES}")
         + " (export without --tvm to serve it on ONNX Runtime)"
     )
 
 
 @dataclass
-class _Affine:
-    """y = x * scale + shift, per feature (float64), and the layer it came from."""
+class _Building:
+    """A node being built: its pipeline grows while nothing else reads its output."""
 
-    scale: np.ndarray
-    shift: np.ndarray
-    layer: Any
+    sources: tuple[int, ...]
+    width: int
+    steps: list[Activation]
+    kernel: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    params: list[np.ndarray] = field(default_factory=list)
+    closed: bool = False  # its buffer is read: no more steps
 
-    def then(self, other: _Affine) -> _Affine:
-        return _Affine(self.scale * other.scale, self.shift * other.scale + other.shift, self.layer)
+    def activation(self) -> Activation:
+        activation = Activation("linear")
+        for step in self.steps:
+            activation = activation.followed_by(step)
+        return activation
 
-    @property
-    def is_identity(self) -> bool:
-        return bool(np.all(self.scale == 1.0) and np.all(self.shift == 0.0))
+    def node(self) -> Node:
+        return Node(
+            self.sources, self.width, self.activation(),
+            None if self.kernel is None else self.kernel.astype(np.float32),
+            None if self.bias is None else self.bias.astype(np.float32),
+            tuple(p.astype(np.float32) for p in self.params),
+        )
 
 
 @dataclass
-class _Dense:
-    """One chain layer being built: float64 kernel [in, out] and bias, its activation."""
+class _Value:
+    """A tensor of the model: the input, a node's output after its first `steps` steps, or a
+    concatenation of such; `uses` counts the layers still to read it."""
 
-    kernel: np.ndarray
-    bias: np.ndarray
-    activation: Activation
-    layer: Any
-    version: int = 0  # bumped by every change, so a merge can tell its input is still there
+    width: int
+    uses: int
+    node: int | None = None  # None: the model's input (or a concatenation)
+    steps: int = 0
+    parts: tuple[_Value, ...] = ()
 
 
-@dataclass
-class _Builder:
-    """The chain so far, and what waits for the next Dense: an affine on its input, or a
-    PReLU's slopes (its Dense already emits [z, -z])."""
+class _Graph:
+    """The nodes so far, and the rules that put a layer's step on a node."""
 
-    chain: list[_Dense] = field(default_factory=list)
-    pending: _Affine | None = None
-    prelu: tuple[np.ndarray, Any] | None = None
+    def __init__(self) -> None:
+        self.nodes: list[_Building] = []
 
-    def dense(self, layer: Any, kernel: np.ndarray, bias: np.ndarray, act: Activation) -> None:
-        """Append a Dense, folding what waits for it into its kernel and bias."""
-        if self.pending is not None:
-            bias = bias + self.pending.shift @ kernel
-            kernel = self.pending.scale[:, None] * kernel
-            self.pending = None
-        if self.prelu is not None:
-            alpha, _ = self.prelu
-            kernel = np.concatenate([kernel, -alpha[:, None] * kernel])
-            self.prelu = None
-        self.chain.append(_Dense(kernel, bias, act, layer))
+    def _read(self, value: _Value) -> tuple[int, ...]:
+        """The buffers holding `value`, in column order; their nodes take no more steps."""
+        if value.parts:
+            return tuple(s for part in value.parts for s in self._read(part))
+        if value.node is None:
+            return (INPUT,)
+        building = self.nodes[value.node]
+        if len(building.steps) != value.steps:  # pragma: no cover - the use counts forbid it
+            raise ExportError("internal error: a value was read after its node moved on")
+        building.closed = True
+        return (value.node,)
 
-    def activate(self, layer: Any, act: Activation) -> None:
-        """Append an activation step to the last Dense's pipeline."""
-        self._no_waiting(layer)
-        if not self.chain:
-            raise _refuse(layer, "no Dense comes before it")
-        last = self.chain[-1]
-        if row_step(last.activation) is not None and not act.is_linear:
-            raise _refuse(
-                layer, f"it follows {last.activation}, which needs the whole row; the route "
-                "computes nothing after a row-wise step before the next Dense"
-            )
-        last.activation = last.activation.followed_by(act)
-        last.version += 1
-
-    def affine(self, affine: _Affine) -> None:
-        """Fold a per-feature affine into the Dense before it, or keep it for the next one."""
-        if self.prelu is not None:
-            raise _refuse(self.prelu[1], "an affine layer after PReLU is not folded")
-        if self.pending is not None:
-            self.pending = self.pending.then(affine)
-        elif self.chain and self.chain[-1].activation.is_linear:
-            last = self.chain[-1]
-            last.kernel = last.kernel * affine.scale[None, :]
-            last.bias = last.bias * affine.scale + affine.shift
-            last.version += 1
-        else:
-            self.pending = affine
-
-    def split_prelu(self, layer: Any, alpha: np.ndarray) -> None:
-        """PReLU(z) = relu(z) - alpha * relu(-z): the Dense before it emits [z, -z] with relu,
-        and the next Dense reads the second half with its rows scaled by -alpha."""
-        self._no_waiting(layer)
-        if not self.chain or not self.chain[-1].activation.is_linear:
-            raise _refuse(layer, "PReLU compiles only directly after a Dense with no activation")
-        last = self.chain[-1]
-        last.kernel = np.concatenate([last.kernel, -last.kernel], axis=1)
-        last.bias = np.concatenate([last.bias, -last.bias])
-        last.activation = Activation("relu")
-        last.version += 1
-        self.prelu = (_per_feature(alpha, last.bias.shape[0] // 2, layer), layer)
-
-    def location(self) -> tuple[int, int] | None:
-        """Where the current value lives: (chain index, version) of the Dense whose output
-        buffer holds it, or None while an affine or PReLU still waits for the next Dense."""
-        if not self.chain or self.pending is not None or self.prelu is not None:
+    def _open(self, value: _Value) -> _Building | None:
+        """The node `value` may extend: its node's latest output, read by nothing else."""
+        if value.node is None or value.parts or value.uses != 1:
             return None
-        return len(self.chain) - 1, self.chain[-1].version
+        building = self.nodes[value.node]
+        if building.closed or len(building.steps) != value.steps:
+            return None
+        return building
 
-    def merge(self, layer: Any, source: tuple[int, int] | None, skip_first: bool) -> None:
-        """Combine the current value with an earlier Dense's output, read from its buffer."""
-        self._no_waiting(layer)
-        current = self.location()
-        if source is None or current is None or source[0] >= current[0]:
-            raise _refuse(layer, "its other input is not the output of an earlier Dense")
-        index, version = source
-        if self.chain[index].version != version:
-            raise _refuse(
-                layer, f"its other input is {self.chain[index].layer.name!r} before a later "
-                "layer folded into it"
-            )
+    def _new(self, building: _Building, uses: int) -> _Value:
+        self.nodes.append(building)
+        return _Value(building.width, uses, len(self.nodes) - 1, len(building.steps))
+
+    def dense(self, value: _Value, kernel: np.ndarray, bias: np.ndarray, act: Activation,
+              layer: Any, uses: int) -> _Value:
+        if kernel.shape[0] != value.width:
+            raise _refuse(layer, f"its kernel takes {kernel.shape[0]} inputs, not {value.width}")
+        sources = self._read(value)
+        return self._new(_Building(sources, kernel.shape[1], [act], kernel, bias), uses)
+
+    def step(self, value: _Value, step: Activation, params: list[np.ndarray],
+             uses: int) -> _Value:
+        """Apply one step (its per-column arrays indexed from 0) to `value`: on the node that
+        computed it when nothing else reads it, else on a map node that copies it."""
+        building = self._open(value)
+        if building is None or (step.name in ROW_WISE and row_step(building.activation())):
+            value = self._materialize(value)
+            building = self.nodes[-1]
+        offset = len(building.params)
+        step = Activation(step.name, tuple(
+            (key, v + offset if key in _PARAM_KEYS else v) for key, v in step.args
+        ))
+        building.params.extend(params)
+        building.steps.append(step)
+        return _Value(building.width, uses, value.node, len(building.steps))
+
+    def _materialize(self, value: _Value) -> _Value:
+        """A new map node holding `value`, open for steps."""
+        return self._new(_Building(self._read(value), value.width, []), 1)
+
+    def merge(self, layer: Any, values: list[_Value], uses: int) -> _Value:
+        """Keras' merge of values of one width, as steps of one operand's node reading the
+        others' buffers: the first operand's, or for two operands the second's (every merge
+        of two is symmetric, Subtract as rsubtract), or else a map node copying the first."""
+        if len({v.width for v in values}) != 1:
+            raise _refuse(layer, f"its inputs differ in width ({[v.width for v in values]})")
         kind = type(layer).__name__
-        name = "rsubtract_skip" if kind == "Subtract" and skip_first else _MERGES[kind]
-        self.activate(layer, Activation.of(name, source=index))
+        for first in (0, 1) if len(values) == 2 else (0,):
+            target, others = values[first], [v for i, v in enumerate(values) if i != first]
+            if self._open(target) is not None and all(
+                o.node is not None and not o.parts and o.node < (target.node or 0)
+                for o in others
+            ):
+                break
+        else:  # the others' buffers first, then a map node after all of them
+            first, others = 0, [self._buffered(v) for v in values[1:]]
+            target = self._materialize(values[0])
+        name = "rsubtract_skip" if kind == "Subtract" and first == 1 else _MERGES[kind]
+        if kind == "Average" and len(values) > 2:
+            name = "add_skip"  # the sum, then one divide (Keras' Average)
+        value = target
+        for other in others:
+            source = self._read(other)[0]
+            value = self.step(value, Activation.of(name, source=source), [], 1)
+        if kind == "Average" and len(values) > 2:
+            value = self.step(value, Activation.of("divide", by=float(len(values))), [], 1)
+        value.uses = uses
+        return value
 
-    def finish(self) -> list[Layer]:
-        if self.prelu is not None:
-            raise _refuse(self.prelu[1], "no Dense follows it")
-        if self.pending is not None and not self.pending.is_identity:
-            # (LayerNormalization's gamma and beta wait here even when they are 1 and 0)
-            raise _refuse(self.pending.layer, "no Dense follows it to fold it into")
-        if not self.chain:
+    def _buffered(self, value: _Value) -> _Value:
+        """`value` in one node's buffer of its padded width (a merge reads whole vectors)."""
+        if value.node is not None and not value.parts:
+            return value
+        return self._materialize(value)
+
+    def concatenate(self, values: list[_Value], uses: int) -> _Value:
+        """The parts side by side: a Dense reads their buffers in turn, anything else copies
+        them into a map node."""
+        parts = tuple(p for v in values for p in (v.parts or (v,)))
+        for part in parts:
+            self._read(part)
+        return _Value(sum(p.width for p in parts), uses, parts=parts)
+
+    def finish(self, value: _Value) -> list[Node]:
+        """The nodes, the last one holding the model's output."""
+        if not any(b.kernel is not None for b in self.nodes):
             raise ExportError("the model has no Dense layer for the TVM route to compile")
-        return [
-            (d.kernel.astype(np.float32), d.bias.astype(np.float32), d.activation)
-            for d in self.chain
-        ]
-
-    def _no_waiting(self, layer: Any) -> None:
-        waiting = self.pending.layer if self.pending is not None else None
-        if self.prelu is not None:
-            waiting = self.prelu[1]
-        if waiting is not None:
-            raise _refuse(
-                waiting, f"{layer.name!r} ({type(layer).__name__}) follows it before any Dense, "
-                "and it folds only into a Dense"
-            )
+        last = len(self.nodes) - 1
+        if value.node != last or value.parts or len(self.nodes[last].steps) != value.steps:
+            self._materialize(value)
+        return [building.node() for building in self.nodes]
 
 
-@dataclass(frozen=True)
-class _Call:
-    """One layer call on the model's path; in a functional model also the tensor it made
-    and, for a merge, its other input (`skip`, and whether that is the merge's first)."""
-
-    layer: Any
-    output: Any = None
-    skip: Any = None
-    skip_first: bool = False
-
-
-def dense_chain_layers(model: Any) -> list[Layer]:
-    """(kernel [in, out], bias [out], activation) for each Dense layer, in order."""
-    _check_input(model)
-    builder = _Builder()
-    where: dict[int, tuple[int, int] | None] = {}  # tensor id -> its location in the chain
-    for call in _call_order(model):
-        if call.skip is not None:
-            builder.merge(call.layer, where.get(id(call.skip)), call.skip_first)
-        else:
-            _add(builder, call.layer)
-        if call.output is not None:
-            where[id(call.output)] = builder.location()
-    return builder.finish()
+_PARAM_KEYS = frozenset({"scale", "shift", "mean", "std", "alpha", "gamma", "beta"})
+# Keras' merge layers, as pipeline steps (x is the node's value, h the other operand).
+_MERGES = {
+    "Add": "add_skip",
+    "Subtract": "subtract_skip",
+    "Multiply": "multiply_skip",
+    "Average": "average_skip",
+    "Maximum": "maximum_skip",
+    "Minimum": "minimum_skip",
+}
 
 
-def _check_input(model: Any) -> None:
+def dense_graph(model: Any) -> tuple[list[Node], int]:
+    """The model's Dense graph and its input width."""
+    width = _input_width(model)
+    graph = _Graph()
+    output = _walk(model, graph, _Value(width, 1))
+    return graph.finish(output), width
+
+
+def _subclassed(model: Any) -> ExportError:
+    return ExportError(
+        f"the TVM Dense-graph route cannot compile {model.name!r}, a subclassed "
+        f"keras.Model ({type(model).__name__}): its call order is Python code; build it "
+        "as a Sequential or functional model (or export without --tvm to serve it on "
+        "ONNX Runtime)"
+    )
+
+
+def _input_width(model: Any) -> int:
     """The kernel reads rows of features; a Dense on a wider input acts per position."""
+    if type(model).__name__ != "Sequential" and not _is_functional(model):
+        raise _subclassed(model)
     try:
         shape = tuple(model.inputs[0].shape)
     except (AttributeError, IndexError, TypeError):
-        return  # a subclassed model: its Dense layers' shapes are checked when packed
-    if len(shape) != 2:
+        shape = ()
+    if len(shape) != 2 or not isinstance(shape[1], int):
         raise ExportError(
-            f"the TVM Dense-chain route compiles models whose input is (batch, features); "
-            f"this model's input is {shape} (export without --tvm to serve it on ONNX Runtime)"
-        )
-
-
-def _call_order(model: Any) -> list[_Call]:
-    """The layers as the model calls them, nested Sequential and functional models opened.
-
-    A Sequential model's layers are its call order. A functional model's are walked from its
-    output back to its input, so a layer called twice is compiled twice, a residual merge
-    keeps its other input, and any other layer with more than one input (Concatenate, a
-    merge of two branches) is refused by name. A subclassed model's call order is its
-    Python code, which the route cannot read, so it is refused.
-    """
-    if type(model).__name__ == "Sequential":
-        order = [_Call(layer) for layer in model.layers]
-    elif _is_functional(model):
-        order = _graph_path(model)
-    else:
-        raise ExportError(
-            f"the TVM Dense-chain route cannot compile {model.name!r}, a subclassed "
-            f"keras.Model ({type(model).__name__}): its call order is Python code; build it "
-            "as a Sequential or functional model (or export without --tvm to serve it on "
+            f"the TVM Dense-graph route compiles models whose input is (batch, features); "
+            f"this model's input is {shape or 'unknown'} (export without --tvm to serve it on "
             "ONNX Runtime)"
         )
-    calls: list[_Call] = []
-    for call in order:
-        layer = call.layer
-        if type(layer).__name__ == "Sequential" or _is_functional(layer):
-            inner = _call_order(layer)
-            if call.output is not None and inner:  # the nested model's output is the call's
-                inner[-1] = _Call(inner[-1].layer, call.output, inner[-1].skip,
-                                  inner[-1].skip_first)
-            calls.extend(inner)
-        else:
-            calls.append(call)
-    return calls
+    return int(shape[1])
+
+
+def _walk(model: Any, graph: _Graph, value: _Value) -> _Value:
+    """Run `model`'s layers on `value` in call order, nested models opened, and return the
+    output value. A Sequential's layers are its call order; a functional model's graph is
+    walked from its output back to its input, so a shared layer is compiled per call and
+    only what the output depends on is compiled. A subclassed model's call order is Python
+    code, which the route cannot read, so it is refused."""
+    if type(model).__name__ == "Sequential":
+        for layer in model.layers:
+            value = _apply(graph, layer, [value], 1)
+        return value
+    if not _is_functional(model):
+        raise _subclassed(model)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError("the TVM Dense-graph route compiles models of one input and one output")
+    calls, uses = _calls(model)
+    source = model.inputs[0]
+    # The input's readers inside this model replace the one use its caller counted.
+    value.uses += uses[id(source)] - 1
+    values = {id(source): value}
+    for layer, inputs, output in calls:
+        operands = [values[id(t)] for t in inputs]
+        values[id(output)] = _apply(graph, layer, operands, uses[id(output)])
+    return values[id(model.outputs[0])]
+
+
+def _calls(model: Any) -> tuple[list[tuple[Any, list[Any], Any]], Counter[int]]:
+    """(layer, input tensors, output tensor) of every call the output depends on, inputs
+    first; and how many calls read each tensor (the output counts as read once)."""
+    order: list[tuple[Any, list[Any], Any]] = []
+    uses: Counter[int] = Counter({id(model.outputs[0]): 1})
+    done: set[int] = {id(model.inputs[0])}
+    stack: list[tuple[Any, bool]] = [(model.outputs[0], False)]
+    while stack:
+        tensor, expanded = stack.pop()
+        if id(tensor) in done:
+            continue
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            raise ExportError("the TVM Dense-graph route found a tensor no layer made")
+        layer, node_index, tensor_index = history
+        inputs = list(layer._inbound_nodes[node_index].input_tensors)
+        if expanded:
+            done.add(id(tensor))
+            if tensor_index != 0:
+                raise _refuse(layer, "it has more than one output")
+            order.append((layer, inputs, tensor))
+            uses.update(id(t) for t in inputs)
+            continue
+        stack.append((tensor, True))
+        stack.extend((t, False) for t in reversed(inputs) if id(t) not in done)
+    return order, uses
 
 
 def _is_functional(model: Any) -> bool:
@@ -271,93 +314,69 @@ def _is_functional(model: Any) -> bool:
     return isinstance(model, Functional)
 
 
-def _graph_path(model: Any) -> list[_Call]:
-    """A one-input, one-output functional model's calls from input to output."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ExportError("the TVM Dense-chain route compiles models of one input and one output")
-    path: list[_Call] = []
-    tensor, source = model.outputs[0], model.inputs[0]
-    while tensor is not source:
-        layer, node_index, tensor_index = tensor._keras_history
-        inputs = list(layer._inbound_nodes[node_index].input_tensors)
-        if tensor_index != 0:
-            raise _refuse(layer)
-        if len(inputs) == 1:
-            path.append(_Call(layer, tensor))
-            tensor = inputs[0]
-            continue
-        if type(layer).__name__ not in _MERGES or len(inputs) != 2:
-            raise _refuse(layer)
-        main, skip, skip_first = _residual(layer, inputs)
-        path.append(_Call(layer, tensor, skip, skip_first))
-        tensor = main
-    return path[::-1]
-
-
-def _residual(layer: Any, inputs: list[Any]) -> tuple[Any, Any, bool]:
-    """(main input, skip input, whether the skip is the first): the skip is the input the
-    other one was computed from; two independent branches are refused."""
-    first, second = inputs
-    if first is not second and id(first) in _ancestors(second):
-        return second, first, True
-    if first is not second and id(second) in _ancestors(first):
-        return first, second, False
-    raise _refuse(layer, "it merges two branches; the route compiles a merge only with an "
-                  "earlier output of the same path (a residual block)")
-
-
-def _ancestors(tensor: Any) -> set[int]:
-    """Ids of every tensor `tensor` was computed from, itself included."""
-    seen: set[int] = set()
-    stack = [tensor]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        history = getattr(current, "_keras_history", None)
-        if history is not None:
-            layer, node_index, _ = history
-            stack.extend(layer._inbound_nodes[node_index].input_tensors)
-    return seen
-
-
-# Keras' merge layers of two tensors, as pipeline steps (x is the path's value, h the skip).
-_MERGES = {
-    "Add": "add_skip",
-    "Subtract": "subtract_skip",
-    "Multiply": "multiply_skip",
-    "Average": "average_skip",
-    "Maximum": "maximum_skip",
-    "Minimum": "minimum_skip",
-}
-
-
-def _add(builder: _Builder, layer: Any) -> None:
-    """Dispatch one Keras layer to the builder (see the module docstring for the rules)."""
+def _apply(graph: _Graph, layer: Any, operands: list[_Value], uses: int) -> _Value:
+    """One layer call on its operand values (see the module docstring for the rules); each
+    operand is read once more, so its count of readers left drops afterwards."""
     kind = type(layer).__name__
-    if kind in _IDENTITY_AT_INFERENCE:
-        return
-    if kind == "Dense":
-        _check_not_quantized(layer)
-        kernel = _array(layer.kernel)
-        bias = _array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[1])
-        builder.dense(layer, kernel, bias, _keras_activation(layer, layer.activation))
-    elif kind == "EinsumDense":
-        builder.dense(layer, *_einsum_as_dense(layer), _keras_activation(layer, layer.activation))
-    elif kind in _ACTIVATION_LAYERS:
-        builder.activate(layer, _ACTIVATION_LAYERS[kind](layer))
-    elif kind == "PReLU":
-        builder.split_prelu(layer, _array(layer.alpha))
-    elif kind in _AFFINE_LAYERS:
-        builder.affine(_AFFINE_LAYERS[kind](layer, _width(builder, layer)))
-    elif kind == "LayerNormalization":
-        _layer_norm(builder, layer)
-    elif kind == "UnitNormalization":
+    if kind == "Sequential" or _is_functional(layer):
+        output = _walk(layer, graph, operands[0])  # its readers inside replace this one
+        output.uses = uses
+        return output
+    if kind in _IDENTITY_AT_INFERENCE and len(operands) == 1:
+        operands[0].uses += uses - 1  # the same tensor, read by this layer's readers
+        return operands[0]
+    if kind == "Concatenate":
         _check_last_axis(layer, layer.axis)
-        builder.activate(layer, Activation("unit_norm"))
-    else:
+        result = graph.concatenate(operands, uses)
+    elif kind in _MERGES:
+        if kind == "Subtract" and len(operands) != 2:
+            raise _refuse(layer, "Subtract takes two inputs")
+        result = graph.merge(layer, operands, uses)
+    elif len(operands) != 1:
         raise _refuse(layer)
+    elif kind in ("Dense", "EinsumDense"):
+        kernel, bias = _dense_weights(layer)
+        act = _keras_activation(layer, layer.activation)
+        result = graph.dense(operands[0], kernel, bias, act, layer, uses)
+    else:
+        step, params = _step_of(layer, operands[0].width)
+        result = graph.step(operands[0], step, params, uses)
+    for operand in operands:
+        operand.uses -= 1
+    return result
+
+
+def _dense_weights(layer: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel [in, out] and bias of a Dense, or of an EinsumDense that is one."""
+    _check_not_quantized(layer)
+    if type(layer).__name__ == "EinsumDense":
+        return _einsum_as_dense(layer)
+    kernel = _array(layer.kernel)
+    return kernel, _array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[1])
+
+
+def _step_of(layer: Any, width: int) -> tuple[Activation, list[np.ndarray]]:
+    """The pipeline step of a single-input layer that is not a Dense, and its arrays."""
+    kind = type(layer).__name__
+    if kind in _ACTIVATION_LAYERS:
+        return _ACTIVATION_LAYERS[kind](layer), []
+    if kind == "PReLU":
+        return Activation.of("prelu", alpha=0), [_per_feature(layer.alpha, width, layer)]
+    if kind == "BatchNormalization":
+        return Activation.of("affine", scale=0, shift=1), list(_batch_norm(layer, width))
+    if kind == "Rescaling":
+        scale = _per_feature(layer.scale, width, layer)
+        return Activation.of("affine", scale=0, shift=1), [
+            scale, _per_feature(layer.offset, width, layer)
+        ]
+    if kind == "Normalization":
+        return _normalization(layer, width)
+    if kind == "LayerNormalization":
+        return _layer_norm(layer, width)
+    if kind == "UnitNormalization":
+        _check_last_axis(layer, layer.axis)
+        return Activation("unit_norm"), []
+    raise _refuse(layer)
 
 
 def _array(value: Any) -> np.ndarray:
@@ -373,7 +392,6 @@ def _check_not_quantized(layer: Any) -> None:
 def _einsum_as_dense(layer: Any) -> tuple[np.ndarray, np.ndarray]:
     """An EinsumDense that is a Dense: 'ab,bc->ac' (or '...b,bc->...c'), a bias on the output
     axis or none; the kernel may be stored [out, in]."""
-    _check_not_quantized(layer)
     match = re.fullmatch(r"(\.\.\.|[a-z])([a-z]),([a-z])([a-z])->(\.\.\.|[a-z])([a-z])",
                          str(layer.equation).replace(" ", ""))
     kernel = _array(layer.kernel)
@@ -400,7 +418,7 @@ def _keras_activation(layer: Any, function: Any) -> Activation:
     name = getattr(function, "__name__", repr(function))
     if name not in _KERAS_ACTIVATIONS or getattr(keras.activations, name, None) is not function:
         raise ExportError(
-            f"the TVM Dense-chain route cannot compile activation {name!r} of layer "
+            f"the TVM Dense-graph route cannot compile activation {name!r} of layer "
             f"{layer.name!r}; it compiles {', '.join(sorted(_KERAS_ACTIVATIONS))}"
         )
     return Activation(str(name))
@@ -429,17 +447,6 @@ _ACTIVATION_LAYERS = {
 }
 
 
-def _width(builder: _Builder, layer: Any) -> int:
-    """The feature count an affine layer acts on: the last Dense's output, or the input's."""
-    if builder.chain:
-        width = builder.chain[-1].kernel.shape[1]
-        return width // 2 if builder.prelu is not None else width
-    try:
-        return int(layer.input.shape[-1])
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise _refuse(layer, "its input width is unknown") from exc
-
-
 def _per_feature(value: Any, width: int, layer: Any) -> np.ndarray:
     """A scalar or per-feature parameter as a vector of `width` (Keras broadcasts it)."""
     array = _array(value)
@@ -449,56 +456,47 @@ def _per_feature(value: Any, width: int, layer: Any) -> np.ndarray:
         raise _refuse(layer, f"a parameter of shape {array.shape} is not per feature") from exc
 
 
-def _batch_norm(layer: Any, width: int) -> _Affine:
-    """Inference BatchNormalization as tf.nn.batch_normalization computes it:
-    x * (gamma * rsqrt(var + eps)) + (beta - mean * gamma * rsqrt(var + eps))."""
+def _batch_norm(layer: Any, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inference BatchNormalization as tf.nn.batch_normalization computes it, in float32:
+    inv = rsqrt(var + eps) * gamma; x * inv + (beta - mean * inv)."""
     _check_last_axis(layer, layer.axis)
-    inv = 1.0 / np.sqrt(_per_feature(layer.moving_variance, width, layer) + float(layer.epsilon))
+    f32 = np.float32
+    variance = _per_feature(layer.moving_variance, width, layer).astype(f32)
+    inv = f32(1.0) / np.sqrt(variance + f32(layer.epsilon))
     if layer.scale:
-        inv = inv * _per_feature(layer.gamma, width, layer)
-    shift = -_per_feature(layer.moving_mean, width, layer) * inv
+        inv = inv * _per_feature(layer.gamma, width, layer).astype(f32)
+    shift = -_per_feature(layer.moving_mean, width, layer).astype(f32) * inv
     if layer.center:
-        shift = shift + _per_feature(layer.beta, width, layer)
-    return _Affine(inv, shift, layer)
+        shift = _per_feature(layer.beta, width, layer).astype(f32) + shift
+    return inv.astype(np.float64), shift.astype(np.float64)
 
 
-def _rescaling(layer: Any, width: int) -> _Affine:
-    """x * scale + offset."""
-    return _Affine(
-        _per_feature(layer.scale, width, layer), _per_feature(layer.offset, width, layer), layer
-    )
-
-
-def _normalization(layer: Any, width: int) -> _Affine:
-    """(x - mean) / max(sqrt(variance), epsilon), or its inverse, as Keras' Normalization
-    computes it (epsilon is keras.config.epsilon(), 1e-7 by default)."""
+def _normalization(layer: Any, width: int) -> tuple[Activation, list[np.ndarray]]:
+    """(x - mean) / max(sqrt(variance), epsilon), or mean + x * that, as Keras'
+    Normalization computes it (epsilon is keras.config.epsilon(), 1e-7 by default)."""
     import keras
 
     if layer.mean is None:
         raise _refuse(layer, "it was never adapted or given a mean and variance")
-    mean = _per_feature(layer.mean, width, layer)
-    std = np.maximum(np.sqrt(_per_feature(layer.variance, width, layer)),
-                     float(np.float32(keras.config.epsilon())))
+    f32 = np.float32
+    mean = _per_feature(layer.mean, width, layer).astype(f32)
+    std = np.maximum(np.sqrt(_per_feature(layer.variance, width, layer).astype(f32)),
+                     f32(keras.config.epsilon()))
     if layer.invert:
-        return _Affine(std, mean, layer)
-    return _Affine(1.0 / std, -mean / std, layer)
+        return Activation.of("affine", scale=0, shift=1), [std.astype(float), mean.astype(float)]
+    return Activation.of("normalize", mean=0, std=1), [mean.astype(float), std.astype(float)]
 
 
-_AFFINE_LAYERS = {
-    "BatchNormalization": _batch_norm,
-    "Rescaling": _rescaling,
-    "Normalization": _normalization,
-}
-
-
-def _layer_norm(builder: _Builder, layer: Any) -> None:
-    """A row pass (x - mean) * rsqrt(var + eps) on the last Dense, then gamma and beta as an
-    affine the next Dense folds in (none where center and scale are off)."""
+def _layer_norm(layer: Any, width: int) -> tuple[Activation, list[np.ndarray]]:
+    """A row-wise step with Keras' gamma and beta as the node's arrays (when it has them)."""
     _check_last_axis(layer, layer.axis)
     if getattr(layer, "rms_scaling", False):
         raise _refuse(layer, "rms_scaling=True is not compiled")
-    builder.activate(layer, Activation.of("layer_norm", epsilon=float(layer.epsilon)))
-    width = _width(builder, layer)
-    scale = _per_feature(layer.gamma, width, layer) if layer.scale else np.ones(width)
-    shift = _per_feature(layer.beta, width, layer) if layer.center else np.zeros(width)
-    builder.affine(_Affine(scale, shift, layer))
+    params: list[np.ndarray] = []
+    keys: dict[str, float] = {}
+    for key, on, weight in (("gamma", layer.scale, "gamma"), ("beta", layer.center, "beta")):
+        if on:
+            keys[key] = len(params)
+            params.append(_per_feature(getattr(layer, weight), width, layer))
+    return Activation.of("layer_norm", epsilon=float(layer.epsilon), **keys), params
+

@@ -1,4 +1,4 @@
-"""TVM runner: calls the kernels of a dense-chain library without importing the compiler.
+"""TVM runner: calls the kernels of a Dense-graph library without importing the compiler.
 
 `import tvm` loads the compiler library (about 260 MB on disk, 1.8 s, 190 MB resident). A
 serving process needs none of it: this module loads TVM's small runtime library
@@ -160,7 +160,7 @@ class _Slot:
 
 
 class TvmRunner:
-    """Runs chunks through a dense-chain library: static kernels for 1..8 rows, the blocked
+    """Runs chunks through a Dense-graph library: static kernels for 1..8 rows, the blocked
     kernel for multiples of 8 rows (leftover rows go to a static kernel)."""
 
     def __init__(
@@ -275,7 +275,7 @@ def open_tvm_library(
     num_features: int,
     num_classes: int,
 ) -> TvmRunner:
-    """Load a dense-chain library from hash-checked bytes and return its runner; the CPU
+    """Load a Dense-graph library from hash-checked bytes and return its runner; the CPU
     features and the description are checked before any of its code is loaded."""
     plan = parse_plan(details, num_features, num_classes)
     missing = missing_features(plan.cpu_features, host_cpu_features())

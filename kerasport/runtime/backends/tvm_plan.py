@@ -1,4 +1,4 @@
-"""A TVM dense-chain library's description (its manifest `details`), parsed and checked.
+"""A TVM Dense-graph library's description (its manifest `details`), parsed and checked.
 
 Bundles are copied between machines, and loading a library runs its code, so nothing in the
 description is used unchecked: a kernel name that is not a string, a width that does not fit
@@ -16,7 +16,9 @@ from kerasport.errors import BundleError
 from kerasport.manifest import MAX_DIMENSION
 
 BLOCK_ROWS = 8
-ROUTE = "dense-chain"
+# dense-graph lists its workspace buffers and any number of arrays; dense-chain (bundles
+# written before graphs) has one buffer per hidden layer and a kernel and bias per layer.
+ROUTES = ("dense-graph", "dense-chain")
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,9 @@ class KernelPlan:
     cpu_features: tuple[str, ...]
     static: dict[int, str]  # rows 1..BLOCK_ROWS -> kernel name
     blocked: str  # the kernel for any multiple of BLOCK_ROWS rows
-    hidden: tuple[int, ...]  # padded widths of the hidden layers' outputs
+    hidden: tuple[int, ...]  # padded widths of the workspace buffers (h0, h1, ...)
     padded_out: int  # padded width of the output layer
-    arrays: tuple[ArraySpec, ...]  # w0, b0, w1, b1, ...
+    arrays: tuple[ArraySpec, ...]  # every array the kernels take, in calling order
 
 
 def _fail(field: str, problem: str) -> BundleError:
@@ -97,34 +99,50 @@ def _array(entry: Any, where: str) -> ArraySpec:
 
 def parse_plan(details: dict[str, Any], num_features: int, num_classes: int) -> KernelPlan:
     """The checked plan of a library serving a model of `num_features` -> `num_classes`."""
-    if details.get("route") != ROUTE:
-        raise BundleError(f"unsupported TVM route {details.get('route')!r}")
+    route = details.get("route")
+    if route not in ROUTES:
+        raise BundleError(f"unsupported TVM route {route!r}")
     cpu_features = required_cpu_features(details)
     static, blocked = _kernels(details)
     layers = _get(details, "layers", list, "")
     if not layers:
         raise _fail("layers", "is empty")
-    ins = [_width(layer, "in", f"layers[{i}]") for i, layer in enumerate(layers)]
     outs = [_width(layer, "out", f"layers[{i}]") for i, layer in enumerate(layers)]
     padded = [_width(layer, "padded_out", f"layers[{i}]") for i, layer in enumerate(layers)]
     if (_get(details, "num_features", int, ""), _get(details, "num_classes", int, "")) != (
         num_features, num_classes
-    ) or ins[0] != num_features or outs[-1] != num_classes:
+    ) or outs[-1] != num_classes:
         raise BundleError("the TVM library's description does not match the model's shape")
     if any(p < o for p, o in zip(padded, outs, strict=True)):
         raise _fail("layers", "pad a layer's output narrower than the layer")
     entries = _get(details, "arrays", list, "")
-    if len(entries) != 2 * len(layers):
-        raise _fail("arrays", f"must list a weight and a bias per layer ({2 * len(layers)})")
     arrays = tuple(_array(entry, f"arrays[{i}]") for i, entry in enumerate(entries))
-    if any(arrays[2 * i + 1].shape != (width,) for i, width in enumerate(padded)):
-        raise _fail("arrays", "give a bias a length other than its layer's padded width")
+    if route == "dense-graph":
+        hidden = tuple(_get(details, "buffers", list, ""))
+        if hidden != tuple(padded[:-1]):
+            raise _fail("buffers", "must be the padded widths of every node but the last")
+    else:
+        _check_chain(layers, arrays, padded, num_features)
+        hidden = tuple(padded[:-1])
     return KernelPlan(
         target=str(details.get("target", "")),
         cpu_features=cpu_features,
         static=static,
         blocked=blocked,
-        hidden=tuple(padded[:-1]),
+        hidden=hidden,
         padded_out=padded[-1],
         arrays=arrays,
     )
+
+
+def _check_chain(
+    layers: list[Any], arrays: tuple[ArraySpec, ...], padded: list[int], num_features: int
+) -> None:
+    """A dense-chain description: the first layer reads the features, each layer has a
+    kernel and a bias of its padded width."""
+    if _width(layers[0], "in", "layers[0]") != num_features:
+        raise BundleError("the TVM library's description does not match the model's shape")
+    if len(arrays) != 2 * len(layers):
+        raise _fail("arrays", f"must list a weight and a bias per layer ({2 * len(layers)})")
+    if any(arrays[2 * i + 1].shape != (width,) for i, width in enumerate(padded)):
+        raise _fail("arrays", "give a bias a length other than its layer's padded width")
