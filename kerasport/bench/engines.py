@@ -119,6 +119,7 @@ def _kerasport_group(bundle: Path, workdir: Path, floors: bool, threads: int) ->
         return Group(engines)
     if "onnxruntime" in runtime.servable_artifacts(bundle):
         engines += _ort_floors(bundle, threads)
+    engines += _tvm_floors(bundle, runtime.servable_artifacts(bundle))
     kernels = workdir / KERNELS_FILE
     if kernels.is_file():
         engines.append(_gemm_floor(kernels))
@@ -200,6 +201,30 @@ def _ort_floors(bundle: Path, threads: int) -> list[Engine]:
             lambda x: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x, dtype=dtype)),
         ),
     ]
+
+
+def floor_key(backend: str) -> str:
+    """The floor engine measured beside a backend engine (`kerasport-<artifact>`)."""
+    artifact = backend.removeprefix("kerasport-")
+    return "floor-ort" if artifact == "onnxruntime" else f"floor-{artifact}"
+
+
+def _tvm_floors(bundle: Path, artifacts: list[str]) -> list[Engine]:
+    """Each TVM library's kernels with their arguments bound and the chunk already in the
+    input buffers (`prepare`, untimed): only the kernel calls are timed, so the whole call's
+    distance from it is the input checks, cast, copies and Python layers."""
+    from kerasport.manifest import read_manifest
+    from kerasport.runtime.backends.tvm import open_artifact
+
+    manifest = read_manifest(bundle)
+    engines = []
+    for key in (a for a in artifacts if a.startswith("tvm-")):
+        runner = open_artifact(bundle, manifest, key, 1)
+        engines.append(
+            Engine(f"floor-{key}", f"floor: {key} kernels bound", "floor",
+                   lambda call: call(), runner.bound_kernels)
+        )
+    return engines
 
 
 def _gemm_floor(kernels_path: Path) -> Engine:

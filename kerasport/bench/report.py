@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kerasport.bench.engines import floor_key
+
 RESULTS_FILE = "RESULTS.md"
 PLOT_FILE = "bench.png"
 JSON_FILE = "results.json"
@@ -31,17 +33,19 @@ LATENCY_TEXT = """\
 Median time of one call on N rows (the same real rows for every engine), one thread.
 kerasport runs `classify(classifier, x, 128)`, chunking at 128 rows as DeepVariant asks.
 Floors: ONNX Runtime with float32 inputs and outputs bound before the call (IOBinding, the
-runtime's session options); for reference ONNX Runtime `run()` with a dict holding a ready
-float32 array; and numpy's float32 matrix chain of the model's shapes on one BLAS thread
-(GFLOP/s from its median). The floors run the whole batch at once, so at very large batches
-they can be slower than kerasport's 128-row chunks, whose intermediates stay in cache."""
+runtime's session options); each TVM library's kernels with their arguments bound and the
+rows already in the input buffer (no checks, cast or copies); for reference ONNX Runtime
+`run()` with a dict holding a ready float32 array; and numpy's float32 matrix chain of the
+model's shapes on one BLAS thread (GFLOP/s from its median). The floors run the whole batch
+at once, so at very large batches they can be slower than kerasport's 128-row chunks, whose
+intermediates stay in cache."""
 
 GENERIC_LATENCY_TEXT = """\
 Median time of one call on N examples (the same examples for every engine), one thread.
 kerasport runs `classify(classifier, x, 128)`; Keras `predict(x, batch_size=128)` and
 `model(x)`. Floors: ONNX Runtime with inputs and outputs bound before the call (IOBinding,
-the runtime's session options), and ONNX Runtime `run()` with a dict holding a ready
-array."""
+the runtime's session options), each TVM library's kernels with their arguments bound, and
+ONNX Runtime `run()` with a dict holding a ready array."""
 
 LARGE_TEXT = """\
 One call on one huge region (int64 rows), each engine in its own process: peak RSS (kernel
@@ -113,15 +117,17 @@ def _label(results: dict[str, Any], key: str) -> str:
 
 
 def adapter_overhead(results: dict[str, Any], backend: str) -> dict[int, float]:
-    """Fraction by which `backend`'s median call exceeds the pre-bound floor, per batch size."""
+    """Fraction by which `backend`'s median call exceeds its own floor (ONNX Runtime
+    pre-bound, or the TVM library's kernels bound), per batch size."""
     latency = results["latency"]
-    if backend not in latency or "floor-ort" not in latency:
+    floor_engine = floor_key(backend)
+    if backend not in latency or floor_engine not in latency:
         return {}
     out = {}
     for n in OVERHEAD_BATCHES:
-        if str(n) in latency[backend] and str(n) in latency["floor-ort"]:
+        if str(n) in latency[backend] and str(n) in latency[floor_engine]:
             ours = latency[backend][str(n)]["p50_us"]
-            floor = latency["floor-ort"][str(n)]["p50_us"]
+            floor = latency[floor_engine][str(n)]["p50_us"]
             out[n] = ours / floor - 1.0
     return out
 
@@ -183,7 +189,8 @@ def goals(results: dict[str, Any]) -> list[Goal]:
                 why = _overhead_cause(results, backend, worst)
             out.append(
                 Goal(
-                    f"{name}: adapter over the pre-bound floor, batch 1-8",
+                    f"{name}: adapter over its floor ({_label(results, floor_key(backend))}), "
+                    "batch 1-8",
                     f"<= {100 * MAX_OVERHEAD:.0f}%",
                     measured,
                     overhead[worst] <= MAX_OVERHEAD,
@@ -196,10 +203,10 @@ def goals(results: dict[str, Any]) -> list[Goal]:
 
 def _overhead_cause(results: dict[str, Any], backend: str, batch: int) -> str:
     latency = results["latency"]
-    floor = latency["floor-ort"][str(batch)]["p50_us"]
+    floor = latency[floor_key(backend)][str(batch)]["p50_us"]
     ours = latency[backend][str(batch)]["p50_us"]
     parts = [f"at batch {batch} a call costs {ours - floor:.1f} µs more than the floor"]
-    if "ort-run-dict" in latency and str(batch) in latency["ort-run-dict"]:
+    if floor_key(backend) == "floor-ort" and str(batch) in latency.get("ort-run-dict", {}):
         plain = latency["ort-run-dict"][str(batch)]["p50_us"]
         parts.append(
             f"{plain - floor:.1f} µs of it is ONNX Runtime's `run(dict)` path itself (wrapping "
@@ -378,7 +385,8 @@ def _latency_section(results: dict[str, Any]) -> str:
     header = ["Rows"] + [_label(results, k) for k in keys]
     if "floor-gemm" in latency:
         header.append("GEMM GFLOP/s")
-    header += [f"{_label(results, b)} over floor" for b in backends if "floor-ort" in latency]
+    floored = [b for b in backends if floor_key(b) in latency]
+    header += [f"{_label(results, b)} over its floor" for b in floored]
     rows = []
     for n in sizes:
         row = [f"{n:,}"] + [
@@ -387,10 +395,13 @@ def _latency_section(results: dict[str, Any]) -> str:
         if "floor-gemm" in latency:
             gemm = latency["floor-gemm"].get(str(n))
             row.append(f"{gemm['gflops']:.1f}" if gemm else "-")
-        for b in backends:
-            if "floor-ort" in latency and str(n) in latency[b]:
-                ratio = latency[b][str(n)]["p50_us"] / latency["floor-ort"][str(n)]["p50_us"] - 1
+        for b in floored:
+            floor = latency[floor_key(b)].get(str(n))
+            if floor is not None and str(n) in latency[b]:
+                ratio = latency[b][str(n)]["p50_us"] / floor["p50_us"] - 1
                 row.append(f"{100 * ratio:+.0f}%")
+            else:
+                row.append("-")
         rows.append(row)
     return "\n".join(
         [

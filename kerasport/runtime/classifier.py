@@ -107,12 +107,14 @@ class Classifier:
         return self._run_chunked(as_examples_array(examples, self._inputs), MAX_CHUNK_ROWS)
 
     def _run_chunked(self, array: np.ndarray, chunk_rows: int) -> np.ndarray:
-        chunk_rows = min(chunk_rows, self._max_rows)
         rows = array.shape[0]
-        if rows <= chunk_rows:  # the common per-region call: one chunk, no extra copy
-            if rows == 0:
-                return np.empty((0, *self.output_shape), dtype=np.float32)
-            return self._run_chunk(array, 0)
+        if 0 < rows <= chunk_rows and rows <= self._max_rows:
+            # the common per-region call: one chunk, no extra copy, no extra Python frame
+            self._check_chunk(array, 0)
+            return self._runner.run(array)
+        if rows == 0:
+            return np.empty((0, *self.output_shape), dtype=np.float32)
+        chunk_rows = min(chunk_rows, self._max_rows)
         output = np.empty((rows, *self.output_shape), dtype=np.float32)
         for start in range(0, rows, chunk_rows):
             stop = min(start + chunk_rows, rows)

@@ -40,7 +40,9 @@ class TvmTarget:
         return {key: (list(v) if isinstance(v, list) else v) for key, v in self.llvm.items()}
 
 
-# x86-64-v3: AVX2 + FMA, 16 ymm registers: 4 rows x 3 vectors = 12 accumulators.
+# x86-64-v3: AVX2 + FMA, 16 ymm registers: 4 rows x 3 vectors = 12 accumulators. The budget
+# that sets how many panels a 1- or 2-row tile takes is 9: at 12 (2 rows x 2 panels) the
+# 2-row kernel spilled (35-39 us against 33 on DeepVariant's model, AMD EPYC).
 X86_64_V3 = TvmTarget(
     name="x86-64-v3",
     llvm={"kind": "llvm", "mcpu": "haswell", "mtriple": "x86_64-linux-gnu"},
@@ -48,11 +50,14 @@ X86_64_V3 = TvmTarget(
     lanes=8,
     panel=24,
     tile_rows=4,
-    acc_registers=12,
+    acc_registers=9,
     preferred=False,  # 0.63-0.91x of ONNX Runtime from 5 rows up (benchmarks/tvm/TVM.md)
 )
 
-# x86-64-v4: AVX-512, 32 zmm registers: 8 rows x 3 vectors = 24 accumulators.
+# x86-64-v4: AVX-512, 32 zmm registers: 8 rows x 3 vectors = 24 accumulators. The budget for
+# 1- to 4-row tiles is 18: at 24 (2 rows x 4 panels) the 2-row kernel spilled, 32-70 us per
+# call depending on the process against 28-31 us at 18 (DeepVariant's model, AMD EPYC), and
+# no other row count moved.
 X86_64_V4 = TvmTarget(
     name="x86-64-v4",
     llvm={"kind": "llvm", "mcpu": "skylake-avx512", "mtriple": "x86_64-linux-gnu"},
@@ -73,7 +78,7 @@ X86_64_V4 = TvmTarget(
     lanes=16,
     panel=48,
     tile_rows=8,
-    acc_registers=24,
+    acc_registers=18,
     preferred=True,  # 1.02-1.29x of ONNX Runtime at 1-1,024 rows (benchmarks/tvm/TVM.md)
 )
 

@@ -101,7 +101,7 @@ class OnnxRuntimeRunner:
             )[0]
             return result
         slot = self._slot(rows)
-        np.copyto(slot.inputs, chunk, casting="unsafe")  # the same rounding as astype
+        slot.inputs[...] = chunk  # the same rounding as astype; faster than np.copyto
         self._session.run_with_iobinding(slot.binding)
         return slot.outputs.copy()
 
