@@ -33,3 +33,17 @@ def missing_features(required: Iterable[str], host: Iterable[str]) -> list[str]:
     """The required flags the host lacks, in the order required (empty: it can run)."""
     have = set(host)
     return [flag for flag in required if flag not in have]
+
+
+@functools.cache
+def host_cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (what export's speed figures were taken on)."""
+    try:
+        with open(_CPUINFO, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -68,8 +68,20 @@ def test_the_manifest_describes_each_library(bundle: Path) -> None:
         assert details["tvm_version"].startswith("0.27") and details["tvm_ffi_version"]
         assert set(artifact["extra_files"]) == {"weights"}
     assert "avx512f" in manifest["artifacts"][V4]["details"]["cpu_features"]
-    assert manifest["artifacts"][V4]["details"]["preferred"] is True
-    assert manifest["artifacts"][V3]["details"]["preferred"] is False
+    for key in (V3, V4):  # timed against ONNX Runtime on this CPU, or not at all
+        details = manifest["artifacts"][key]["details"]
+        measured = details["measured"]
+        if not host_has(key, manifest):
+            assert measured is None and details["preferred"] is False
+            assert any(w.startswith(f"{key} was not timed") for w in manifest["warnings"])
+            continue
+        assert measured["rows"] == [1, 8, 128] and measured["cpu"]
+        assert all(t > 0 for t in measured["tvm_us"] + measured["onnxruntime_us"])
+        pairs = zip(measured["tvm_us"], measured["onnxruntime_us"], strict=True)
+        faster = all(t <= o for t, o in pairs)
+        assert details["preferred"] is faster
+        slower_warning = any(w.startswith(f"{key} was slower") for w in manifest["warnings"])
+        assert slower_warning is not faster
     assert "avx512f" not in manifest["artifacts"][V3]["details"]["cpu_features"]
     assert manifest["versions"]["apache-tvm"] == "0.27.0.post1"
 
@@ -98,8 +110,25 @@ def test_tvm_picks_the_widest_library_this_cpu_runs_and_auto_the_preferred_one(
     manifest = json.loads((bundle / "manifest.json").read_text())
     best = V4 if host_has(V4, manifest) else V3
     assert kerasport.runtime.load(bundle, backend="tvm").artifact == best
-    auto = kerasport.runtime.load(bundle)  # the manifest's rule: only the AVX-512 library
-    assert auto.artifact == (V4 if best == V4 else "onnxruntime")
+    auto = kerasport.runtime.load(bundle)  # the manifest's rule: what export timed faster
+    preferred = manifest["artifacts"][best]["details"]["preferred"]
+    assert auto.artifact == (best if preferred else "onnxruntime")
+
+
+@pytest.mark.parametrize("preferred", [True, False])
+def test_auto_follows_the_figures_export_recorded(
+    bundle_copy: Path, preferred: bool
+) -> None:
+    """A library timed slower than ONNX Runtime stays in the bundle for explicit use, and
+    `auto` serves ONNX Runtime; one timed faster is what `auto` serves."""
+    path = bundle_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    best = V4 if host_has(V4, manifest) else V3
+    for key in (V3, V4):
+        manifest["artifacts"][key]["details"]["preferred"] = preferred
+    path.write_text(json.dumps(manifest))
+    assert kerasport.runtime.load(bundle_copy).artifact == (best if preferred else "onnxruntime")
+    assert kerasport.runtime.load(bundle_copy, backend=best).artifact == best
 
 
 def test_a_cpu_without_the_features_gets_the_avx2_library_or_a_clear_refusal(
@@ -110,7 +139,9 @@ def test_a_cpu_without_the_features_gets_the_avx2_library_or_a_clear_refusal(
     avx2_only = frozenset({"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe", "sse4_2"})
     monkeypatch.setattr(tvm_backend, "host_cpu_features", lambda: avx2_only)
     assert kerasport.runtime.load(bundle, backend="tvm").artifact == V3
-    assert kerasport.runtime.load(bundle).backend == "onnxruntime"  # v3 is not preferred
+    v3_preferred = json.loads((bundle / "manifest.json").read_text())["artifacts"][V3][
+        "details"]["preferred"]
+    assert kerasport.runtime.load(bundle).artifact == (V3 if v3_preferred else "onnxruntime")
     with pytest.raises(BackendUnavailableError, match=r"needs CPU features .*avx512f"):
         kerasport.runtime.load(bundle, backend=V4)
 

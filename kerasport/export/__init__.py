@@ -10,6 +10,7 @@ bundle that agrees is renamed into place.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 from collections.abc import Sequence
@@ -133,6 +134,9 @@ def export_bundle(
         )
         write_file(bundle / MANIFEST_NAME, manifest.to_json().encode(), ExportError)
         _check_bundle(bundle, probe, reference, atol, outputs.head)
+        if tvm_artifacts:
+            measured = _measure_tvm(bundle, manifest, tvm_artifacts, probe)
+            write_file(bundle / MANIFEST_NAME, measured.to_json().encode(), ExportError)
 
     return write_atomically(out_dir, fill)
 
@@ -164,6 +168,38 @@ def _compile_tvm(
         artifact_key(target): compile_artifact(nodes, features, target, bundle)
         for target in targets
     }
+
+
+def _measure_tvm(
+    bundle: Path, manifest: Manifest, tvm_artifacts: dict[str, Artifact], probe: np.ndarray
+) -> Manifest:
+    """The manifest with each TVM library's speed against ONNX Runtime on this CPU, and
+    `preferred` (what `auto` obeys) set from it; a library not preferred is named in the
+    warnings, with why."""
+    from kerasport import runtime
+    from kerasport.export.speed import faster, measure_libraries
+
+    here = [key for key in runtime.servable_artifacts(bundle) if key in tvm_artifacts]
+    figures = measure_libraries(bundle, here, probe)
+    warnings = list(manifest.warnings)
+    for key, artifact in tvm_artifacts.items():
+        measured = figures.get(key)
+        artifact.details["measured"] = measured
+        artifact.details["preferred"] = faster(measured)
+        if measured is None:
+            warnings.append(f"{key} was not timed at export (this CPU cannot run it): "
+                            "backend='auto' serves ONNX Runtime; ask for it by name")
+        elif not artifact.details["preferred"]:
+            slower = [
+                f"{rows} rows ({tvm:g} vs {ort:g} µs)" for rows, tvm, ort in zip(
+                    measured["rows"], measured["tvm_us"], measured["onnxruntime_us"],
+                    strict=True,
+                ) if tvm > ort
+            ]
+            warnings.append(f"{key} was slower than ONNX Runtime on this CPU at "
+                            f"{', '.join(slower)}: backend='auto' serves ONNX Runtime; ask "
+                            "for it by name")
+    return dataclasses.replace(manifest, warnings=warnings)
 
 
 def _check_bundle(

@@ -21,9 +21,8 @@ class TvmTarget:
     `lanes` is the float32 vector width, `panel` the width of a packed weight panel (a
     multiple of `lanes`), `tile_rows` the most rows one register tile holds, and
     `acc_registers` how many vector registers the tile may spend on accumulators (the rest
-    hold the broadcast input and the weight loads). `preferred` says whether
-    `load(backend="auto")` should serve this target's library rather than ONNX Runtime: true
-    only where benchmarks/tvm/TVM.md measured it faster at every row count.
+    hold the broadcast input and the weight loads). Whether `load(backend="auto")` serves a
+    library is not the target's to say: export times it against ONNX Runtime (speed.py).
     """
 
     name: str
@@ -33,7 +32,6 @@ class TvmTarget:
     panel: int
     tile_rows: int
     acc_registers: int
-    preferred: bool
 
     def llvm_target(self) -> dict[str, Any]:
         """A fresh copy of the TVM target dict (TVM 0.27 takes targets as dicts)."""
@@ -51,7 +49,6 @@ X86_64_V3 = TvmTarget(
     panel=24,
     tile_rows=4,
     acc_registers=9,
-    preferred=False,  # 0.63-0.91x of ONNX Runtime from 5 rows up (benchmarks/tvm/TVM.md)
 )
 
 # x86-64-v4: AVX-512, 32 zmm registers: 8 rows x 3 vectors = 24 accumulators. The budget for
@@ -79,7 +76,6 @@ X86_64_V4 = TvmTarget(
     panel=48,
     tile_rows=8,
     acc_registers=18,
-    preferred=True,  # 1.02-1.29x of ONNX Runtime at 1-1,024 rows (benchmarks/tvm/TVM.md)
 )
 
 # Best first: host_target() picks the first one the CPU can run.

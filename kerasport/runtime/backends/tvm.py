@@ -371,7 +371,7 @@ def open_runner(bundle_dir: Path, manifest: Manifest, threads: int) -> TvmRunner
 
 def open_auto(bundle_dir: Path, manifest: Manifest, threads: int) -> TvmRunner:
     """The best library this CPU runs, if its manifest entry says `auto` should prefer it
-    to ONNX Runtime (export writes the rule per target, from benchmarks/tvm/TVM.md)."""
+    to ONNX Runtime (export times each library against ONNX Runtime and writes the rule)."""
     key = _best_runnable(manifest)
     if manifest.artifacts[key].details.get("preferred") is not True:
         raise BackendUnavailableError(f"{key} is not preferred to ONNX Runtime")
