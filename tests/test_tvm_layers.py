@@ -499,3 +499,88 @@ def test_a_wider_input_is_refused(tmp_path: Path) -> None:
 
     model = keras.Sequential([keras.Input((4, 3)), keras.layers.Dense(CLASSES)])
     assert "input is (batch, features)" in _refusal(model)
+
+
+# --- random graphs of the family, as users wire them --------------------------------------
+
+_RANDOM_ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu", "selu", "sigmoid", "linear",
+                       "softplus", "leaky_relu", "mish", "hard_silu")
+_RANDOM_WIDTHS = (1, 5, 16, 33, 64, 100)
+
+
+def _random_graph(keras: Any, seed: int) -> Any:
+    """A functional MLP from seeded choices: Dense layers of assorted widths and activations,
+    normalization and activation layers anywhere, merges of two or three earlier values of
+    one width and concatenations, read once or several times; a softmax, sigmoid or linear
+    head."""
+    L = keras.layers
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((int(rng.choice([3, 17, 70])),))
+    values = [inputs]
+
+    def pick() -> Any:  # mostly the newest value, so most layers end up on the output's path
+        return values[-1] if rng.random() < 0.7 else values[int(rng.integers(len(values)))]
+
+    def dense(x: Any, width: int | None = None) -> Any:
+        units = int(width or rng.choice(_RANDOM_WIDTHS))
+        return L.Dense(units, activation=str(rng.choice(_RANDOM_ACTIVATIONS)))(x)
+
+    values.append(dense(inputs))
+    for _ in range(int(rng.integers(5, 11))):
+        kind = rng.choice(["dense", "dense", "norm", "act", "merge", "concat"])
+        x = pick()
+        if kind == "dense":
+            values.append(dense(x))
+        elif kind == "norm":
+            norm = rng.choice(["batch", "layer", "unit", "rescale"])
+            layer = {"batch": L.BatchNormalization, "layer": L.LayerNormalization,
+                     "unit": L.UnitNormalization,
+                     "rescale": lambda: L.Rescaling(0.5, offset=0.1)}[str(norm)]()
+            values.append(layer(x))
+        elif kind == "act":
+            layer = rng.choice([L.ReLU(max_value=3.0), L.LeakyReLU(0.1), L.PReLU(), L.ELU(),
+                                L.Activation("tanh"), L.Dropout(0.3)])
+            values.append(layer(x))
+        elif kind == "merge":
+            width = int(x.shape[-1])
+            others = [dense(pick(), width) for _ in range(int(rng.integers(1, 3)))]
+            merge = rng.choice([L.Add, L.Multiply, L.Average, L.Maximum, L.Minimum])
+            values.append(merge()([x, *others]) if len(others) > 1 or merge is not L.Add
+                          else L.Subtract()([others[0], x]))
+        else:
+            values.append(L.Concatenate()([x, pick()]))
+    head = str(rng.choice(["softmax", "sigmoid", "linear"]))
+    classes = int(rng.choice([1, 3])) if head == "sigmoid" else 3
+    features = L.Concatenate()(values[-2:]) if rng.random() < 0.3 else values[-1]
+    model = keras.Model(inputs, L.Dense(classes, activation=head)(features))
+    for i, layer in enumerate(model.layers):
+        if type(layer).__name__ in ("BatchNormalization", "LayerNormalization", "PReLU"):
+            _set_random_weights(layer, seed=seed * 100 + i)
+    return model
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_graphs_compile_and_match_keras(seed: int, tmp_path: Path) -> None:
+    """Compiled straight from the graph reader (no ONNX export, so a dozen graphs stay
+    cheap), served at 1, 8, 9 and 130 rows, bit for bit independent of the chunking."""
+    import keras
+
+    from kerasport.export.check import check_agreement
+    from kerasport.export.keras_model import head_kind
+    from kerasport.export.tvm import host_target
+    from kerasport.export.tvm.dense_graph import compile_dense_graph
+    from kerasport.export.tvm.keras_layers import dense_graph
+    from kerasport.runtime.backends.tvm import open_tvm_library
+
+    model = _random_graph(keras, seed)
+    nodes, features = dense_graph(model)
+    details = compile_dense_graph(nodes, features, host_target(), tmp_path, "g")
+    runner = open_tvm_library((tmp_path / "g.so").read_bytes(),
+                              (tmp_path / "g.weights.bin").read_bytes(), details, features,
+                              details["num_classes"])
+    x = (2 * np.random.default_rng(seed).standard_normal((130, features))).astype(np.float32)
+    got = runner.run(x)
+    check_agreement(np.asarray(model(x), np.float32), got, 1e-5, head_kind(model))
+    pieces = [runner.run(x[a:b]) for a, b in ((0, 1), (1, 9), (9, 17), (17, 130))]
+    assert np.array_equal(np.concatenate(pieces), got)
