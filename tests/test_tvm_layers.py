@@ -275,7 +275,7 @@ def test_any_step_after_any_other(tmp_path: Path) -> None:
     import keras
 
     L = keras.layers
-    norms = [L.BatchNormalization() for _ in range(2)]
+    norms = [L.BatchNormalization() for _ in range(3)]
     prelu = L.PReLU()
     model = _stack(
         keras,
@@ -283,6 +283,8 @@ def test_any_step_after_any_other(tmp_path: Path) -> None:
         L.Dense(33, activation="tanh"), prelu,
         L.Dense(5, activation="softmax"), L.Activation("relu"), L.Rescaling(3.0),
         L.Dense(16), L.LayerNormalization(), L.Activation("gelu"),
+        # ELU's alpha after BatchNormalization's arrays on one node: a number, not an index
+        L.Dense(33), norms[2], L.ELU(alpha=0.7),
         L.Dense(CLASSES, activation="softmax"), norms[1],
     )
     for i, layer in enumerate([*norms, prelu]):

@@ -494,6 +494,7 @@ class Cell:
 
 
 _SYMBOLIC = Cell(lambda source: f"H{source}[c]", lambda index: f"P{index}[c]")
+Param = Callable[[int, str], str]  # (parameter array index, column expression) -> its load
 
 
 def tile_code(x: str, steps: list[Activation], cell: Cell = _SYMBOLIC) -> tuple[list[str], str]:
@@ -569,56 +570,80 @@ def _row_softmax(dst: str, n: int, log: bool) -> list[tuple[int, str]]:
     ]
 
 
+def _row_sum(dst: str, n: int, lanes: int, into: str, term: Callable[[str], str]) -> list[str]:
+    """into[0] = sum of term(x) over columns 0..n-1 of row r: lane-wise partial sums over the
+    whole vectors, added up lane by lane, then the tail; a fixed order, so every kernel and
+    row count gives the same bits (a scalar running sum was one dependent add per column)."""
+    whole, part = n // lanes * lanes, f"{into}_lanes"
+    return [
+        f"{part} = T.alloc_buffer(({lanes},), 'float32', scope='global')",
+        f"for c in T.vectorized({lanes}):",
+        f"    {part}[c] = {ZERO}",
+        f"for q in range({n // lanes}):",
+        f"    for c in T.vectorized({lanes}):",
+        f"        {part}[c] = {part}[c] + {term(f'{dst}[r, q * {lanes} + c]')}",
+        f"{into}[0] = {ZERO}",
+        f"for c in range({lanes}):",
+        f"    {into}[0] = {into}[0] + {part}[c]",
+        f"for c in range({whole}, {n}):",
+        f"    {into}[0] = {into}[0] + {term(f'{dst}[r, c]')}",
+    ]
+
+
+def _lines(code: list[str]) -> list[tuple[int, str]]:
+    """(extra indent, line) pairs from lines indented by four spaces a level."""
+    return [((len(line) - len(line.lstrip(" "))) // 4, line.lstrip(" ")) for line in code]
+
+
 def _row_layer_norm(
-    dst: str, n: int, step: Activation, param: Callable[[int], str]
+    dst: str, n: int, lanes: int, step: Activation, param: Param
 ) -> list[tuple[int, str]]:
     """Keras' layer_normalization in float32: inv = rsqrt(variance + epsilon) * gamma,
     x * inv + (-mean * inv + beta), with gamma and beta the node's parameter arrays when
     the layer has them."""
     gamma, beta = step.arg("gamma"), step.arg("beta")
-    inv = "var[0]" if gamma is None else f"(var[0] * {param(int(gamma))})"
+    col = f"q * {lanes} + c"
+    inv = "var[0]" if gamma is None else f"(var[0] * {param(int(gamma), col)})"
     shift = f"(({ZERO} - mu[0]) * {inv})"
     if beta is not None:
-        shift = f"({shift} + {param(int(beta))})"
-    return [
-        (0, "mu = T.alloc_buffer((1,), 'float32', scope='global')"),
-        (0, "var = T.alloc_buffer((1,), 'float32', scope='global')"),
-        (0, f"mu[0] = {ZERO}"),
-        (0, f"for c in range({n}):"),
-        (1, f"mu[0] = mu[0] + {dst}[r, c]"),
-        (0, f"mu[0] = mu[0] / {_f(float(n))}"),
-        (0, f"var[0] = {ZERO}"),
-        (0, f"for c in range({n}):"),
-        (1, f"var[0] = var[0] + ({dst}[r, c] - mu[0]) * ({dst}[r, c] - mu[0])"),
-        (0, f"var[0] = {ONE} / T.sqrt(var[0] / {_f(float(n))} + {_f(step.value('epsilon'))})"),
-        (0, f"for c in range({n}):"),
-        (1, f"{dst}[r, c] = {dst}[r, c] * {inv} + {shift}"),
+        shift = f"({shift} + {param(int(beta), col)})"
+    code = [
+        "mu = T.alloc_buffer((1,), 'float32', scope='global')",
+        "var = T.alloc_buffer((1,), 'float32', scope='global')",
+        *_row_sum(dst, n, lanes, "mu", lambda x: x),
+        f"mu[0] = mu[0] / {_f(float(n))}",
+        *_row_sum(dst, n, lanes, "var", lambda x: f"({x} - mu[0]) * ({x} - mu[0])"),
+        f"var[0] = {ONE} / T.sqrt(var[0] / {_f(float(n))} + {_f(step.value('epsilon'))})",
+        f"for q in range({-(-n // lanes)}):",
+        f"    for c in T.vectorized({lanes}):",
+        f"        {dst}[r, {col}] = {dst}[r, {col}] * {inv} + {shift}",
     ]
+    return _lines(code)
 
 
-def _row_unit_norm(dst: str, n: int) -> list[tuple[int, str]]:
+def _row_unit_norm(dst: str, n: int, lanes: int) -> list[tuple[int, str]]:
     """x * min(rsqrt(sum(x^2)), 1 / 1e-12): keras.ops.normalize(order=2, epsilon=1e-12), as
     UnitNormalization calls it (a zero row stays zero)."""
-    return [
-        (0, "ss = T.alloc_buffer((1,), 'float32', scope='global')"),
-        (0, f"ss[0] = {ZERO}"),
-        (0, f"for c in range({n}):"),
-        (1, f"ss[0] = ss[0] + {dst}[r, c] * {dst}[r, c]"),
-        (0, f"ss[0] = T.min({ONE} / T.sqrt(ss[0]), {_f(1e12)})"),
-        (0, f"for c in range({n}):"),
-        (1, f"{dst}[r, c] = {dst}[r, c] * ss[0]"),
+    code = [
+        "ss = T.alloc_buffer((1,), 'float32', scope='global')",
+        *_row_sum(dst, n, lanes, "ss", lambda x: f"{x} * {x}"),
+        f"ss[0] = T.min({ONE} / T.sqrt(ss[0]), {_f(1e12)})",
+        f"for q in range({-(-n // lanes)}):",
+        f"    for c in T.vectorized({lanes}):",
+        f"        {dst}[r, q * {lanes} + c] = {dst}[r, q * {lanes} + c] * ss[0]",
     ]
+    return _lines(code)
 
 
 def row_code(
-    dst: str, n: int, step: Activation, param: Callable[[int], str]
+    dst: str, n: int, lanes: int, step: Activation, param: Param
 ) -> list[tuple[int, str]]:
     """The body of `for r in ...:` for one row-wise step over the first n columns of `dst`,
-    as (extra indent, line) pairs; `param(index)` loads a parameter array at column `c`."""
+    as (extra indent, line) pairs; `param(index, column)` loads a parameter array."""
     if step.name in ("softmax", "log_softmax"):
         return _row_softmax(dst, n, step.name == "log_softmax")
     if step.name == "layer_norm":
-        return _row_layer_norm(dst, n, step, param)
+        return _row_layer_norm(dst, n, lanes, step, param)
     if step.name == "unit_norm":
-        return _row_unit_norm(dst, n)
+        return _row_unit_norm(dst, n, lanes)
     raise ExportError(f"{step.name!r} is not a row-wise activation")

@@ -351,7 +351,10 @@ def _row_pass(
     if step is None:
         return
     out(1, f"for r in range({extent}):")
-    for indent, line in row_code(dst, plan.n, step, lambda p: f"P{index}_{p}[c]"):
+    def param(p: int, col: str) -> str:
+        return f"P{index}_{p}[{col}]"
+
+    for indent, line in row_code(dst, plan.n, lanes, step, param):
         out(2 + indent, line)
     after = after_row_steps(plan.activation)
     if after:

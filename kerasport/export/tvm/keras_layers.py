@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from kerasport.errors import ExportError
-from kerasport.export.tvm.activations import ELEMENTWISE, ROW_WISE, Activation, row_step
+from kerasport.export.tvm.activations import (
+    ELEMENTWISE,
+    ROW_WISE,
+    Activation,
+    param_keys,
+    row_step,
+)
 from kerasport.export.tvm.dense_graph import INPUT, Node
 
 _IDENTITY_AT_INFERENCE = frozenset({
@@ -141,9 +147,9 @@ class _Graph:
         if building is None or (step.name in ROW_WISE and row_step(building.activation())):
             value = self._materialize(value)
             building = self.nodes[-1]
-        offset = len(building.params)
+        offset, indices = len(building.params), param_keys(step)  # (ELU's alpha is a number)
         step = Activation(step.name, tuple(
-            (key, v + offset if key in _PARAM_KEYS else v) for key, v in step.args
+            (key, v + offset if key in indices else v) for key, v in step.args
         ))
         building.params.extend(params)
         building.steps.append(step)
@@ -206,7 +212,6 @@ class _Graph:
         return [building.node() for building in self.nodes]
 
 
-_PARAM_KEYS = frozenset({"scale", "shift", "mean", "std", "alpha", "gamma", "beta"})
 # Keras' merge layers, as pipeline steps (x is the node's value, h the other operand).
 _MERGES = {
     "Add": "add_skip",
