@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -125,16 +124,6 @@ def bench(bundle: Path, model: Path, out: Path, quick: bool, trace: bool) -> dic
     return json.loads((out / "results.json").read_text())
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "tvm-family")
@@ -143,6 +132,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from kerasport.assets import DEFAULT_MODEL
+    from kerasport.cpu import host_cpu_name
     from kerasport.export.tvm import resolve_targets
 
     started = time.perf_counter()
@@ -170,7 +160,7 @@ def main() -> None:
             }
     load_after = os.getloadavg()
     meta = {
-        "cpu": cpu_name(),
+        "cpu": host_cpu_name(),
         "cores": os.cpu_count(),
         "tvm_target": target,
         "rows": list(ROWS),

@@ -267,3 +267,23 @@ def test_a_long_lived_process_keeps_loading_libraries(
     first, second = (kerasport.runtime.load(bundle, backend="tvm") for _ in range(2))
     np.testing.assert_array_equal(first.predict(x), expected)
     np.testing.assert_array_equal(second.predict(x), expected)
+
+
+def test_a_library_this_cpu_cannot_run_is_not_timed_and_not_preferred(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Export on a CPU without AVX-512: the AVX-512 library is built but neither checked nor
+    timed, so `auto` never serves it on the strength of a guess; the AVX2 one is timed."""
+    import kerasport.export as export_module
+    from kerasport.export import export_bundle
+    from kerasport.runtime.backends import tvm as tvm_backend
+
+    avx2_only = frozenset({"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe", "sse4_2"})
+    monkeypatch.setattr(tvm_backend, "host_cpu_features", lambda: avx2_only)
+    monkeypatch.setattr(export_module, "host_cpu_features", lambda: avx2_only)
+    bundle = export_bundle(model, tmp_path / "b", tvm_targets=["x86-64-v3", "x86-64-v4"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    v4 = manifest["artifacts"][V4]["details"]
+    assert v4["measured"] is None and v4["preferred"] is False
+    assert any(w.startswith(f"{V4} was not timed") for w in manifest["warnings"])
+    assert manifest["artifacts"][V3]["details"]["measured"]["rows"] == [1, 8, 128]
