@@ -287,3 +287,27 @@ def test_a_library_this_cpu_cannot_run_is_not_timed_and_not_preferred(
     assert v4["measured"] is None and v4["preferred"] is False
     assert any(w.startswith(f"{V4} was not timed") for w in manifest["warnings"])
     assert manifest["artifacts"][V3]["details"]["measured"]["rows"] == [1, 8, 128]
+
+
+def test_the_bench_floor_runs_the_kernels_a_call_runs(
+    bundle: Path, model: Path, tmp_path: Path
+) -> None:
+    """`bound_kernels` (the bench's TVM floor) leaves in the output buffers what `run`
+    returns, at static, blocked and mixed row counts; the bench measures it per library."""
+    from kerasport.bench.engines import floor_key, open_group
+    from kerasport.manifest import read_manifest
+    from kerasport.runtime.backends.tvm import open_artifact
+
+    served = [k for k in kerasport.runtime.servable_artifacts(bundle) if k.startswith("tvm-")]
+    runner = open_artifact(bundle, read_manifest(bundle), served[0], 1)
+    x, _ = synthetic_examples(1030, F, seed=9)
+    for rows in (1, 8, 9, 1030):
+        expected = runner.run(x[:rows])
+        call = runner.bound_kernels(x[:rows])
+        call()
+        slots = runner._slots_for(rows)
+        got = np.concatenate([slot.scores for _, _, slot in slots])
+        assert np.array_equal(got, expected), rows
+    engines = {e.key for e in open_group("kerasport", bundle, model, tmp_path).engines}
+    assert {f"kerasport-{k}" for k in served} | {floor_key(f"kerasport-{k}") for k in served} \
+        <= engines
