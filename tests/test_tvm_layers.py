@@ -535,9 +535,10 @@ def _random_graph(keras: Any, seed: int) -> Any:
         if kind == "dense":
             values.append(dense(x))
         elif kind == "norm":
-            norm = rng.choice(["batch", "layer", "unit", "rescale"])
+            # (not UnitNormalization: a row of norm 1e-3 amplifies float32 rounding before
+            # it a thousandfold, past 1e-5 in ONNX Runtime too; its own test covers it)
+            norm = rng.choice(["batch", "layer", "rescale"])
             layer = {"batch": L.BatchNormalization, "layer": L.LayerNormalization,
-                     "unit": L.UnitNormalization,
                      "rescale": lambda: L.Rescaling(0.5, offset=0.1)}[str(norm)]()
             values.append(layer(x))
         elif kind == "act":
