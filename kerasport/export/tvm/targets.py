@@ -39,8 +39,8 @@ class TvmTarget:
 
 
 # x86-64-v3: AVX2 + FMA, 16 ymm registers: 4 rows x 3 vectors = 12 accumulators. The budget
-# that sets how many panels a 1- or 2-row tile takes is 9: at 12 (2 rows x 2 panels) the
-# 2-row kernel spilled (35-39 us against 33 on DeepVariant's model, AMD EPYC).
+# that sets how many panels a 1- or 2-row tile takes is 9, three quarters of them, as for
+# x86-64-v4 (`python benchmarks/bench_tvm_tiles.py --target x86-64-v3` compares budgets).
 X86_64_V3 = TvmTarget(
     name="x86-64-v3",
     llvm={"kind": "llvm", "mcpu": "haswell", "mtriple": "x86_64-linux-gnu"},
@@ -52,9 +52,9 @@ X86_64_V3 = TvmTarget(
 )
 
 # x86-64-v4: AVX-512, 32 zmm registers: 8 rows x 3 vectors = 24 accumulators. The budget for
-# 1- to 4-row tiles is 18: at 24 (2 rows x 4 panels) the 2-row kernel spilled, 32-70 us per
-# call depending on the process against 28-31 us at 18 (DeepVariant's model, AMD EPYC), and
-# no other row count moved.
+# 1- to 4-row tiles is 18: at 24 (2 rows x 4 panels) the 2-row kernel spilled, 30.5-51.6 us
+# per call depending on the process against 29.5-31.2 us at 18 on DeepVariant's model
+# (benchmarks/tvm-tiles/TILES.md, AMD EPYC Zen 4), and no other row count moved.
 X86_64_V4 = TvmTarget(
     name="x86-64-v4",
     llvm={"kind": "llvm", "mcpu": "skylake-avx512", "mtriple": "x86_64-linux-gnu"},
