@@ -13,20 +13,25 @@ from collections.abc import Iterable
 _CPUINFO = "/proc/cpuinfo"
 
 
+def _cpuinfo_value(field: str) -> str | None:
+    """The first value of `field` in /proc/cpuinfo, None where there is none."""
+    try:
+        with open(_CPUINFO, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == field:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 @functools.cache
 def host_cpu_features() -> frozenset[str]:
     """Flag names of /proc/cpuinfo (Linux x86-64); empty elsewhere, so nothing qualifies."""
     if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
         return frozenset()
-    try:
-        with open(_CPUINFO, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, sep, value = line.partition(":")
-                if sep and key.strip() == "flags":
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
+    return frozenset((_cpuinfo_value("flags") or "").split())
 
 
 def missing_features(required: Iterable[str], host: Iterable[str]) -> list[str]:
@@ -38,12 +43,4 @@ def missing_features(required: Iterable[str], host: Iterable[str]) -> list[str]:
 @functools.cache
 def host_cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo (what export's speed figures were taken on)."""
-    try:
-        with open(_CPUINFO, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, sep, value = line.partition(":")
-                if sep and key.strip() == "model name":
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return _cpuinfo_value("model name") or platform.processor() or "unknown CPU"

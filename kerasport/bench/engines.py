@@ -105,7 +105,8 @@ def _kerasport_group(bundle: Path, workdir: Path, floors: bool, threads: int) ->
     from kerasport import runtime
 
     engines = []
-    for backend in runtime.servable_artifacts(bundle):
+    served = runtime.servable_artifacts(bundle)
+    for backend in served:
         classifier = runtime.load(bundle, backend=backend, threads=threads)
         engines.append(
             Engine(
@@ -117,9 +118,9 @@ def _kerasport_group(bundle: Path, workdir: Path, floors: bool, threads: int) ->
         )
     if not floors:
         return Group(engines)
-    if "onnxruntime" in runtime.servable_artifacts(bundle):
+    if "onnxruntime" in served:
         engines += _ort_floors(bundle, threads)
-    engines += _tvm_floors(bundle, runtime.servable_artifacts(bundle))
+    engines += _tvm_floors(bundle, served)
     kernels = workdir / KERNELS_FILE
     if kernels.is_file():
         engines.append(_gemm_floor(kernels))

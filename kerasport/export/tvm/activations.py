@@ -183,23 +183,28 @@ def param_count(activation: Activation) -> int:
     return max(indices, default=-1) + 1
 
 
+def _row_cut(steps: list[Activation]) -> int:
+    """The index of the row-wise step (len(steps) if there is none)."""
+    return next((i for i, step in enumerate(steps) if step.name in ROW_WISE), len(steps))
+
+
 def tile_steps(activation: Activation) -> list[Activation]:
     """The steps before the row-wise one (all of them if none): computed on the tile."""
     steps = activation.steps()
-    cut = next((i for i, step in enumerate(steps) if step.name in ROW_WISE), len(steps))
-    return steps[:cut]
+    return steps[: _row_cut(steps)]
 
 
 def after_row_steps(activation: Activation) -> list[Activation]:
     """The elementwise steps after the row-wise one, computed in its pass."""
     steps = activation.steps()
-    cut = next((i for i, step in enumerate(steps) if step.name in ROW_WISE), len(steps))
-    return steps[cut + 1 :]
+    return steps[_row_cut(steps) + 1 :]
 
 
 def row_step(activation: Activation) -> Activation | None:
     """The row-wise step (softmax, log_softmax, layer_norm, unit_norm), if any."""
-    return next((step for step in activation.steps() if step.name in ROW_WISE), None)
+    steps = activation.steps()
+    cut = _row_cut(steps)
+    return steps[cut] if cut < len(steps) else None
 
 
 # --- TVMScript text ---------------------------------------------------------------------------

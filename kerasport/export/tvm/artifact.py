@@ -22,7 +22,8 @@ def compile_artifact(
 
     The manifest records, beside the sha256 of both files, what the runtime checks before
     it loads any code: the target, the CPU flags it needs, the kernel route and the TVM
-    versions that built it; and whether `auto` should prefer it to ONNX Runtime.
+    versions that built it. It is not preferred to ONNX Runtime until export has timed it
+    on this CPU (kerasport/export/speed.py).
     """
     stem = f"model-{target.name}"
     details = compile_dense_graph(nodes, num_features, target, bundle, stem)

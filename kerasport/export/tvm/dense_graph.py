@@ -115,12 +115,6 @@ def _panel_width(n: int, target: TvmTarget) -> int:
     return next(width for width in widths if -(-n // width) * width * 32 < least * 33)
 
 
-def padded_width(n: int, target: TvmTarget) -> int:
-    """The padded width of a buffer of n columns (every node of n columns has it)."""
-    width = _panel_width(n, target)
-    return width * -(-n // width)
-
-
 def _buffer(index: int, last: int) -> str:
     return "X" if index == INPUT else "O" if index == last else f"H{index}"
 
