@@ -34,10 +34,11 @@ def measure(target_name: str, budget: int) -> dict[int, float]:
     from kerasport.export.keras_model import load_keras_model
     from kerasport.export.tvm import resolve_targets
     from kerasport.export.tvm.dense_graph import compile_dense_graph
-    from kerasport.export.tvm.keras_layers import dense_graph
+    from kerasport.export.tvm.keras_layers import tvm_network
     from kerasport.runtime.backends.tvm import open_tvm_library
 
-    nodes, features = dense_graph(load_keras_model(Path(DEFAULT_MODEL)))
+    network = tvm_network(load_keras_model(Path(DEFAULT_MODEL)))
+    nodes, features = network.nodes, network.num_features
     target = dataclasses.replace(resolve_targets([target_name])[0], acc_registers=budget)
     with tempfile.TemporaryDirectory() as tmp:
         details = compile_dense_graph(nodes, features, target, Path(tmp), "m")

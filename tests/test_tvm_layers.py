@@ -411,10 +411,10 @@ def test_a_transcendental_activation_matches_keras_over_its_range(
 
 
 def _refusal(model: Any) -> str:
-    from kerasport.export.tvm.keras_layers import dense_graph
+    from kerasport.export.tvm.keras_layers import tvm_network
 
     with pytest.raises(ExportError) as caught:
-        dense_graph(model)
+        tvm_network(model)
     return str(caught.value)
 
 
@@ -496,11 +496,14 @@ def test_a_subclassed_model_is_refused() -> None:
     assert "'residual', a subclassed keras.Model" in _refusal(model)
 
 
-def test_a_wider_input_is_refused(tmp_path: Path) -> None:
+def test_a_dense_on_a_sequence_is_refused(tmp_path: Path) -> None:
+    """A Dense on (length, channels) acts per position: the route's Dense layers read the
+    flat features the convolution front ends in."""
     import keras
 
-    model = keras.Sequential([keras.Input((4, 3)), keras.layers.Dense(CLASSES)])
-    assert "input is (batch, features)" in _refusal(model)
+    model = keras.Sequential([keras.Input((4, 3)), keras.layers.Dense(CLASSES, name="d")])
+    message = _refusal(model)
+    assert "layer 'd' (Dense)" in message and "then Flatten or a global pooling" in message
 
 
 # --- random graphs of the family, as users wire them --------------------------------------
@@ -573,12 +576,13 @@ def test_random_graphs_compile_and_match_keras(seed: int, tmp_path: Path) -> Non
     from kerasport.export.keras_model import head_kind
     from kerasport.export.tvm import host_target
     from kerasport.export.tvm.dense_graph import compile_dense_graph
-    from kerasport.export.tvm.keras_layers import dense_graph
+    from kerasport.export.tvm.keras_layers import tvm_network
     from kerasport.runtime.backends.tvm import open_tvm_library
 
     model = _random_graph(keras, seed)
-    nodes, features = dense_graph(model)
-    details = compile_dense_graph(nodes, features, host_target(), tmp_path, "g")
+    network = tvm_network(model)
+    features = network.num_features
+    details = compile_dense_graph(network.nodes, features, host_target(), tmp_path, "g")
     runner = open_tvm_library((tmp_path / "g.so").read_bytes(),
                               (tmp_path / "g.weights.bin").read_bytes(), details, features,
                               details["num_classes"])

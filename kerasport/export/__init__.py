@@ -82,7 +82,7 @@ def export_bundle(
     refuse_half_precision(model)
     num_features, num_classes = math.prod(inputs.shape), outputs.shape[-1]
     feature_names, model_info = read_model_info(model_path, num_features)
-    graph = _dense_graph(model) if targets else ([], num_features)
+    network = _tvm_network(model) if targets else None
     proto = keras_to_onnx(model, inputs, opset)
     per_example = max(
         row_bytes(proto),
@@ -100,7 +100,7 @@ def export_bundle(
 
     def fill(bundle: Path) -> None:
         write_file(bundle / ONNX_FILE, onnx_bytes, ExportError)
-        tvm_artifacts = _compile_tvm(graph, targets, bundle)
+        tvm_artifacts = _compile_tvm(network, targets, bundle)
         unchecked = [
             f"{key} was not checked against Keras at export: this CPU lacks "
             f"{', '.join(missing)}; run kerasport verify --backend {key} on a CPU that has them"
@@ -149,25 +149,19 @@ def _resolve_tvm_targets(names: Sequence[str]) -> list[Any]:
     return resolve_targets(list(names))
 
 
-def _dense_graph(model: Any) -> tuple[list[Any], int]:
-    from kerasport.export.tvm.keras_layers import dense_graph
+def _tvm_network(model: Any) -> Any:
+    from kerasport.export.tvm.keras_layers import tvm_network
 
-    return dense_graph(model)
+    return tvm_network(model)
 
 
-def _compile_tvm(
-    graph: tuple[list[Any], int], targets: list[Any], bundle: Path
-) -> dict[str, Artifact]:
+def _compile_tvm(network: Any, targets: list[Any], bundle: Path) -> dict[str, Artifact]:
     """One library per TVM target, by manifest key; the compiler is imported only here."""
     if not targets:
         return {}
     from kerasport.export.tvm.artifact import artifact_key, compile_artifact
 
-    nodes, features = graph
-    return {
-        artifact_key(target): compile_artifact(nodes, features, target, bundle)
-        for target in targets
-    }
+    return {artifact_key(target): compile_artifact(network, target, bundle) for target in targets}
 
 
 def _measure_tvm(

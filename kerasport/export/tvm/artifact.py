@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kerasport.export.tvm.dense_graph import Node, compile_dense_graph
+from kerasport.export.tvm.dense_graph import Network, compile_dense_graph
 from kerasport.export.tvm.targets import TvmTarget
 from kerasport.manifest import Artifact, FileRef, sha256_file
 
@@ -15,10 +15,8 @@ def artifact_key(target: TvmTarget) -> str:
     return f"{BACKEND}-{target.name}"
 
 
-def compile_artifact(
-    nodes: list[Node], num_features: int, target: TvmTarget, bundle: Path
-) -> Artifact:
-    """Compile the graph for `target` into `bundle`; the library and its packed weights.
+def compile_artifact(network: Network, target: TvmTarget, bundle: Path) -> Artifact:
+    """Compile the network for `target` into `bundle`; the library and its packed weights.
 
     The manifest records, beside the sha256 of both files, what the runtime checks before
     it loads any code: the target, the CPU flags it needs, the kernel route and the TVM
@@ -26,7 +24,9 @@ def compile_artifact(
     on this CPU (kerasport/export/speed.py).
     """
     stem = f"model-{target.name}"
-    details = compile_dense_graph(nodes, num_features, target, bundle, stem)
+    details = compile_dense_graph(
+        network.nodes, network.num_features, target, bundle, stem, network.front
+    )
     library, weights = details.pop("library"), details.pop("weights")
     details["preferred"] = False  # until export times it against ONNX Runtime (speed.py)
     return Artifact(

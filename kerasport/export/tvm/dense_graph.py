@@ -53,10 +53,20 @@ from kerasport.export.tvm.activations import (
     tile_code,
     tile_steps,
 )
+from kerasport.export.tvm.conv_front import (
+    FLAT,
+    Front,
+    FrontPlan,
+    describe,
+    lane_buffers,
+    plan_front,
+    write_front,
+)
 from kerasport.export.tvm.link import export_library
 from kerasport.export.tvm.targets import TvmTarget
 
 ROUTE = "dense-graph"
+CONV_ROUTE = "conv-graph"  # a convolution front (conv_front.py), then a Dense graph
 INPUT = -1  # the source index of the model's input
 BLOCK_ROWS = 8  # the blocked kernel takes 8*mb rows; static kernels take 1..8
 ALIGN_FLOATS = 16  # 64 bytes: every array in the weights file starts on a cache line
@@ -77,6 +87,16 @@ class Node:
     kernel: np.ndarray | None = None
     bias: np.ndarray | None = None
     params: tuple[np.ndarray, ...] = ()
+
+
+@dataclass(frozen=True)
+class Network:
+    """What one library computes: the convolution `front` (None for rows of features), then
+    the Dense graph's nodes; `num_features` is one example's input values."""
+
+    nodes: list[Node]
+    num_features: int
+    front: Front | None = None
 
 
 def chain(layers: Sequence[Layer]) -> list[Node]:
@@ -105,22 +125,15 @@ class _Plan:
         return self.width * self.panels
 
 
-def _panel_width(n: int, target: TvmTarget) -> int:
-    """The widest panel (a whole number of vectors, at most the target's panel) that pads n
-    columns to within 1/32 of the least padding any width gives: 48-wide panels pad a 64-wide
-    layer to 96 columns (half again the work) where 32-wide ones pad nothing, while 750
-    columns keep 48-wide panels (768, against 752 at best)."""
-    widths = range(target.panel, 0, -target.lanes)
-    least = min(-(-n // width) * width for width in widths)
-    return next(width for width in widths if -(-n // width) * width * 32 < least * 33)
-
-
 def _buffer(index: int, last: int) -> str:
     return "X" if index == INPUT else "O" if index == last else f"H{index}"
 
 
-def _plan_nodes(nodes: Sequence[Node], target: TvmTarget, num_features: int) -> list[_Plan]:
-    """Check shapes, sources and activations, and choose each node's panel width."""
+def _plan_nodes(
+    nodes: Sequence[Node], target: TvmTarget, num_features: int, input_buffer: str
+) -> list[_Plan]:
+    """Check shapes, sources and activations, and choose each node's panel width; the
+    graph's input is buffer `input_buffer` (X, or the convolution front's flat F)."""
     if not nodes:
         raise ExportError("a Dense graph needs at least one node")
     plans: list[_Plan] = []
@@ -160,9 +173,10 @@ def _plan_nodes(nodes: Sequence[Node], target: TvmTarget, num_features: int) -> 
             raise ExportError(f"{where}: its steps read {count} arrays of width {n}")
         if not all(np.all(np.isfinite(p)) for p in node.params):
             raise ExportError(f"{where} has non-finite parameters")
-        width = _panel_width(n, target)
+        width = target.panel_width(n)
         sources = tuple(
-            (_buffer(s, last), w) for s, w in zip(node.sources, widths, strict=True)
+            (input_buffer if s == INPUT else _buffer(s, last), w)
+            for s, w in zip(node.sources, widths, strict=True)
         )
         plans.append(
             _Plan(sources, k, n, width, -(-n // width), activation, dense, len(node.params))
@@ -322,7 +336,7 @@ def _map_node(
     a node's buffer is read in place), then the steps before its row-wise one."""
     steps = tile_steps(plan.activation)
     src = plan.sources[0][0]
-    if len(plan.sources) > 1 or src == "X":  # the input and a concatenation are unpadded
+    if len(plan.sources) > 1 or src in ("X", FLAT):  # unpadded: the input, a concatenation
         out(1, f"for r in range({extent}):")
         offset = 0
         for number, (name, width) in enumerate(plan.sources):
@@ -357,24 +371,30 @@ def _row_pass(
                       last)
 
 
-def _arguments(plans: list[_Plan]) -> list[tuple[str, str]]:
-    """(handle, buffer) names in calling order: x, each node's arrays, h*, o."""
+def _arguments(plans: list[_Plan], front: FrontPlan | None) -> list[tuple[str, str]]:
+    """(handle, buffer) names in calling order: x, the front's arrays, each node's arrays,
+    the front's scratch buffers and its flat output, h*, o."""
     args = [("x", "X")]
+    if front is not None:
+        args += [(name.lower(), name) for name, _ in front.arrays]
     for i, plan in enumerate(plans):
         if plan.dense:
             args += [(f"w{i}", f"W{i}"), (f"b{i}", f"B{i}")]
         args += [(f"p{i}_{p}", f"P{i}_{p}") for p in range(plan.params)]
+    if front is not None:
+        args += [(b.name.lower(), b.name) for b in (*front.scratch, front.flat)]
     args += [(f"h{i}", f"H{i}") for i in range(len(plans) - 1)]
     return [*args, ("o", "O")]
 
 
 def _kernel_source(
-    name: str, plans: list[_Plan], target: TvmTarget, num_features: int, rows: int | None
+    name: str, plans: list[_Plan], target: TvmTarget, num_features: int, rows: int | None,
+    front: FrontPlan | None,
 ) -> str:
-    """TVMScript of one kernel: the whole graph for `rows` rows (None: 8*mb rows)."""
+    """TVMScript of one kernel: the whole model for `rows` rows (None: 8*mb rows)."""
     out = _Writer()
     last = len(plans) - 1
-    params = ", ".join(f"{handle}: T.handle" for handle, _ in _arguments(plans))
+    params = ", ".join(f"{handle}: T.handle" for handle, _ in _arguments(plans, front))
     if rows is None:
         params += ", mb: T.int32"
     extent = "mb * 8" if rows is None else str(rows)
@@ -386,6 +406,12 @@ def _kernel_source(
         out(1, f'{buffer} = T.match_buffer({handle}, {shape}, "float32", align=64)')
 
     match("x", "X", f"({extent}, {num_features})")
+    if front is not None:
+        for name, array in front.arrays:
+            match(name.lower(), name, str(tuple(array.shape)))
+        for scratch in front.scratch:
+            match(scratch.name.lower(), scratch.name, f"({scratch.size},)")
+        match(front.flat.name.lower(), front.flat.name, f"({extent}, {front.flat.stride})")
     for i, plan in enumerate(plans):
         if plan.dense:
             match(f"w{i}", f"W{i}", f"({plan.panels}, {plan.k}, {plan.width})")
@@ -412,8 +438,12 @@ def _kernel_source(
         for p in plans
     )
     declared.update(f"act{i}" for i in range(lanes_needed))
+    if front is not None:
+        declared.update(lane_buffers(front, target))
     for buffer in sorted(declared):
         out(1, f"{buffer} = T.alloc_buffer(({target.lanes},), 'float32', scope='global')")
+    if front is not None:
+        write_front(out, front, target, extent)
     for i, plan in enumerate(plans):
         dst = _buffer(i, last)
         if plan.dense:
@@ -446,20 +476,31 @@ def _weights_blob(arrays: list[np.ndarray]) -> tuple[bytes, list[dict[str, Any]]
 
 
 def compile_dense_graph(
-    nodes: Sequence[Node], num_features: int, target: TvmTarget, out_dir: Path, stem: str
+    nodes: Sequence[Node], num_features: int, target: TvmTarget, out_dir: Path, stem: str,
+    front: Front | None = None,
 ) -> dict[str, Any]:
-    """Compile the graph for one target; write `<stem>.so` and `<stem>.weights.bin`.
+    """Compile the graph (after the convolution `front`, if any) for one target; write
+    `<stem>.so` and `<stem>.weights.bin`.
 
     Returns a JSON-serializable description (see module kerasport.runtime.backends.tvm_plan
     for how it is read): file names, the kernels and their calling convention, the padded
     widths of the workspace buffers, and the CPU flags the library needs.
     """
-    plans = _plan_nodes(nodes, target, num_features)
+    fplan = None if front is None else plan_front(front, target)
+    if fplan is None:
+        plans = _plan_nodes(nodes, target, num_features, "X")
+    else:
+        if fplan.num_features != num_features:
+            raise ExportError(f"the convolution front reads {fplan.num_features} features, "
+                              f"not the model's {num_features}")
+        plans = _plan_nodes(nodes, target, fplan.flat_width, FLAT)
     prefix = _symbol_stem(stem)
     static_names = {rows: f"{prefix}_rows{rows}" for rows in range(1, BLOCK_ROWS + 1)}
     blocked_name = f"{prefix}_rows8x"
-    sources = [_kernel_source(n, plans, target, num_features, r) for r, n in static_names.items()]
-    sources.append(_kernel_source(blocked_name, plans, target, num_features, None))
+    sources = [
+        _kernel_source(name, plans, target, num_features, rows, fplan)
+        for rows, name in [*static_names.items(), (None, blocked_name)]
+    ]
     try:
         import tvm
         import tvm_ffi
@@ -479,16 +520,18 @@ def compile_dense_graph(
         module = tvm.IRModule(functions)
         built = tvm.tirx.build(module, target=tvm.target.Target(target.llvm_target()))
     except Exception as exc:  # TVM raises its own error types from C++
-        message = f"TVM could not compile the Dense graph for {target.name}: {exc}"
-        raise ExportError(message) from exc
+        what = "the Dense graph" if fplan is None else "the convolutional model"
+        raise ExportError(f"TVM could not compile {what} for {target.name}: {exc}") from exc
     export_library(built, out_dir / library_name, target.name)
 
-    arrays = [array for node, plan in zip(nodes, plans, strict=True) for array in _pack(node, plan)]
+    arrays = [] if fplan is None else [array for _, array in fplan.arrays]
+    for node, plan in zip(nodes, plans, strict=True):
+        arrays += _pack(node, plan)
     blob, entries = _weights_blob(arrays)
     write_file(out_dir / weights_name, blob, ExportError)
 
-    return {
-        "route": ROUTE,
+    description = {
+        "route": ROUTE if fplan is None else CONV_ROUTE,
         "target": target.name,
         "cpu_features": list(target.cpu_features),
         "library": library_name,
@@ -521,12 +564,19 @@ def compile_dense_graph(
             "block_rows": BLOCK_ROWS,
             # Arguments, in order; x/h*/o are (rows, width) float32, 64-byte aligned; the
             # blocked kernel takes rows = 8*mb and mb last.
-            "args": [handle for handle, _ in _arguments(plans)],
+            "args": [handle for handle, _ in _arguments(plans, fplan)],
             "blocked_extra_args": ["mb"],
         },
         "tvm_version": str(tvm.__version__),
         "tvm_ffi_version": str(getattr(tvm_ffi, "__version__", "unknown")),
     }
+    if fplan is not None:
+        # The front's per-call scratch buffers (one example, whatever the rows), then its
+        # flat output, a (rows, width) buffer before h0.
+        description["front"] = describe(fplan)
+        description["scratch"] = [buffer.size for buffer in fplan.scratch]
+        description["buffers"] = [fplan.flat.stride, *(plan.padded for plan in plans[:-1])]
+    return description
 
 
 def compile_dense_chain(

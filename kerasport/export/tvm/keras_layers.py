@@ -14,12 +14,14 @@ folded into a neighbouring kernel, so the rounding stays Keras'):
 - layers that are the identity at inference (Dropout and its kin, Flatten of features).
 A step joins the node that computed its input only when nothing else reads that value;
 otherwise the value is kept in its buffer and the step starts a map node, so a pre-norm
-residual block (x + f(LayerNorm(x))) or a branch read twice stays exact. Anything else is
-refused by name: the route never guesses.
+residual block (x + f(LayerNorm(x))) or a branch read twice stays exact. A sequence or
+image input is first read by the convolution front (keras_conv.py) up to its Flatten or
+global pooling. Anything else is refused by name: the route never guesses.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,39 +31,27 @@ import numpy as np
 
 from kerasport.errors import ExportError
 from kerasport.export.tvm.activations import (
-    ELEMENTWISE,
     ROW_WISE,
     Activation,
-    param_keys,
     row_step,
 )
-from kerasport.export.tvm.dense_graph import INPUT, Node
+from kerasport.export.tvm.conv_front import Grid
+from kerasport.export.tvm.dense_graph import INPUT, Network, Node
+from kerasport.export.tvm.keras_conv import FrontBuilder, Spatial
+from kerasport.export.tvm.keras_steps import (
+    array,
+    check_last_axis,
+    check_not_quantized,
+    keras_activation,
+    refuse,
+    step_of,
+    with_step,
+)
 
 _IDENTITY_AT_INFERENCE = frozenset({
     "InputLayer", "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "ActivityRegularization", "Identity", "Flatten", "SpatialDropout1D",
+    "ActivityRegularization", "Identity", "Flatten", "SpatialDropout1D", "SpatialDropout2D",
 })
-# Keras activation functions the kernel computes, by their __name__ (swish and hard_swish
-# are the same functions as silu and hard_silu, so they carry those names).
-_KERAS_ACTIVATIONS = frozenset({*ELEMENTWISE, "softmax", "log_softmax"}) - {
-    "gelu_tanh", "divide"
-}
-_WHAT_COMPILES = (
-    "it compiles Dense and EinsumDense layers with any elementwise Keras activation or a "
-    "softmax/log_softmax, activation layers, BatchNormalization, Rescaling, Normalization, "
-    "LayerNormalization, UnitNormalization, merges, Concatenate and the dropout family"
-)
-
-
-def _refuse(layer: Any, why: str = "") -> ExportError:
-    kind = type(layer).__name__
-    return ExportError(
-        f"the TVM Dense-graph route cannot compile layer {layer.name!r} ({kind})"
-        + (f": {why}" if why else f"; {_WHAT_COMPILES}")
-        + " (export without --tvm to serve it on ONNX Runtime)"
-    )
-
-
 @dataclass
 class _Building:
     """A node being built: its pipeline grows while nothing else reads its output."""
@@ -102,10 +92,12 @@ class _Value:
 
 
 class _Graph:
-    """The nodes so far, and the rules that put a layer's step on a node."""
+    """The nodes so far, and the rules that put a layer's step on a node; `front` reads the
+    spatial layers before them, for a sequence or image input."""
 
     def __init__(self) -> None:
         self.nodes: list[_Building] = []
+        self.front: FrontBuilder | None = None
 
     def _read(self, value: _Value) -> tuple[int, ...]:
         """The buffers holding `value`, in column order; their nodes take no more steps."""
@@ -135,7 +127,7 @@ class _Graph:
     def dense(self, value: _Value, kernel: np.ndarray, bias: np.ndarray, act: Activation,
               layer: Any, uses: int) -> _Value:
         if kernel.shape[0] != value.width:
-            raise _refuse(layer, f"its kernel takes {kernel.shape[0]} inputs, not {value.width}")
+            raise refuse(layer, f"its kernel takes {kernel.shape[0]} inputs, not {value.width}")
         sources = self._read(value)
         return self._new(_Building(sources, kernel.shape[1], [act], kernel, bias), uses)
 
@@ -147,12 +139,9 @@ class _Graph:
         if building is None or (step.name in ROW_WISE and row_step(building.activation())):
             value = self._materialize(value)
             building = self.nodes[-1]
-        offset, indices = len(building.params), param_keys(step)  # (ELU's alpha is a number)
-        step = Activation(step.name, tuple(
-            (key, v + offset if key in indices else v) for key, v in step.args
-        ))
-        building.params.extend(params)
-        building.steps.append(step)
+        activation, building.params = with_step(Activation("linear"), building.params, step,
+                                                params)
+        building.steps.append(activation)
         return _Value(building.width, uses, value.node, len(building.steps))
 
     def _materialize(self, value: _Value) -> _Value:
@@ -164,7 +153,7 @@ class _Graph:
         others' buffers: the first operand's, or for two operands the second's (every merge
         of two is symmetric, Subtract as rsubtract), or else a map node copying the first."""
         if len({v.width for v in values}) != 1:
-            raise _refuse(layer, f"its inputs differ in width ({[v.width for v in values]})")
+            raise refuse(layer, f"its inputs differ in width ({[v.width for v in values]})")
         kind = type(layer).__name__
         for first in (0, 1) if len(values) == 2 else (0,):
             target, others = values[first], [v for i, v in enumerate(values) if i != first]
@@ -223,12 +212,25 @@ _MERGES = {
 }
 
 
-def dense_graph(model: Any) -> tuple[list[Node], int]:
-    """The model's Dense graph and its input width."""
-    width = _input_width(model)
+def tvm_network(model: Any) -> Network:
+    """The model as the TVM route compiles it: for a sequence or image input its
+    convolution front (keras_conv.py), then its Dense graph."""
+    shape = _input_shape(model)
     graph = _Graph()
-    output = _walk(model, graph, _Value(width, 1))
-    return graph.finish(output), width
+    value: _Value | Spatial = _Value(shape[0], 1)
+    if len(shape) > 1:
+        grid = Grid(1, *shape) if len(shape) == 2 else Grid(*shape)
+        graph.front = FrontBuilder(grid)
+        value = Spatial(grid, 1)
+    output = _walk(model, graph, value)
+    if isinstance(output, Spatial):
+        raise ExportError(
+            f"the TVM route compiles classifiers of one row of classes per example; this "
+            f"model's output is per position ({output.grid}) (export without --tvm to serve "
+            "it on ONNX Runtime)"
+        )
+    front = None if graph.front is None else graph.front.front()
+    return Network(graph.finish(output), math.prod(shape), front)
 
 
 def _subclassed(model: Any) -> ExportError:
@@ -240,24 +242,25 @@ def _subclassed(model: Any) -> ExportError:
     )
 
 
-def _input_width(model: Any) -> int:
-    """The kernel reads rows of features; a Dense on a wider input acts per position."""
+def _input_shape(model: Any) -> tuple[int, ...]:
+    """One example's shape: features, a sequence (length, channels) or an image (h, w,
+    channels); the Dense graph reads rows of features, the convolution front the others."""
     if type(model).__name__ != "Sequential" and not _is_functional(model):
         raise _subclassed(model)
     try:
         shape = tuple(model.inputs[0].shape)
     except (AttributeError, IndexError, TypeError):
         shape = ()
-    if len(shape) != 2 or not isinstance(shape[1], int):
+    if not 2 <= len(shape) <= 4 or not all(isinstance(n, int) for n in shape[1:]):
         raise ExportError(
-            f"the TVM Dense-graph route compiles models whose input is (batch, features); "
-            f"this model's input is {shape or 'unknown'} (export without --tvm to serve it on "
-            "ONNX Runtime)"
+            f"the TVM route compiles models whose input is (batch, features), (batch, length, "
+            f"channels) or (batch, height, width, channels); this model's input is "
+            f"{shape or 'unknown'} (export without --tvm to serve it on ONNX Runtime)"
         )
-    return int(shape[1])
+    return tuple(int(n) for n in shape[1:])
 
 
-def _walk(model: Any, graph: _Graph, value: _Value) -> _Value:
+def _walk(model: Any, graph: _Graph, value: _Value | Spatial) -> _Value | Spatial:
     """Run `model`'s layers on `value` in call order, nested models opened, and return the
     output value. A Sequential's layers are its call order; a functional model's graph is
     walked from its output back to its input, so a shared layer is compiled per call and
@@ -301,7 +304,7 @@ def _calls(model: Any) -> tuple[list[tuple[Any, list[Any], Any]], Counter[int]]:
         if expanded:
             done.add(id(tensor))
             if tensor_index != 0:
-                raise _refuse(layer, "it has more than one output")
+                raise refuse(layer, "it has more than one output")
             order.append((layer, inputs, tensor))
             uses.update(id(t) for t in inputs)
             continue
@@ -319,7 +322,9 @@ def _is_functional(model: Any) -> bool:
     return isinstance(model, Functional)
 
 
-def _apply(graph: _Graph, layer: Any, operands: list[_Value], uses: int) -> _Value:
+def _apply(
+    graph: _Graph, layer: Any, operands: list[_Value | Spatial], uses: int
+) -> _Value | Spatial:
     """One layer call on its operand values (see the module docstring for the rules); each
     operand is read once more, so its count of readers left drops afterwards."""
     kind = type(layer).__name__
@@ -327,71 +332,52 @@ def _apply(graph: _Graph, layer: Any, operands: list[_Value], uses: int) -> _Val
         output = _walk(layer, graph, operands[0])  # its readers inside replace this one
         output.uses = uses
         return output
-    if kind in _IDENTITY_AT_INFERENCE and len(operands) == 1:
+    spatial = any(isinstance(operand, Spatial) for operand in operands)
+    if kind in _IDENTITY_AT_INFERENCE and len(operands) == 1 and not (
+        spatial and kind == "Flatten"
+    ):
         operands[0].uses += uses - 1  # the same tensor, read by this layer's readers
         return operands[0]
-    if kind == "Concatenate":
-        _check_last_axis(layer, layer.axis)
-        result = graph.concatenate(operands, uses)
-    elif kind in _MERGES:
-        if kind == "Subtract" and len(operands) != 2:
-            raise _refuse(layer, "Subtract takes two inputs")
-        result = graph.merge(layer, operands, uses)
-    elif len(operands) != 1:
-        raise _refuse(layer)
-    elif kind in ("Dense", "EinsumDense"):
-        kernel, bias = _dense_weights(layer)
-        act = _keras_activation(layer, layer.activation)
-        result = graph.dense(operands[0], kernel, bias, act, layer, uses)
+    result: _Value | Spatial
+    if spatial:
+        assert graph.front is not None  # a spatial value comes from a spatial input
+        made = graph.front.apply(layer, operands, uses)
+        result = made if isinstance(made, Spatial) else _Value(made, uses)
     else:
-        step, params = _step_of(layer, operands[0].width)
-        result = graph.step(operands[0], step, params, uses)
+        result = _feature_layer(graph, layer, [o for o in operands if isinstance(o, _Value)],
+                                uses)
     for operand in operands:
         operand.uses -= 1
     return result
 
 
+def _feature_layer(graph: _Graph, layer: Any, operands: list[_Value], uses: int) -> _Value:
+    """A layer on rows of features: a Dense node, a step, a merge or a concatenation."""
+    kind = type(layer).__name__
+    if kind == "Concatenate":
+        check_last_axis(layer, layer.axis)
+        return graph.concatenate(operands, uses)
+    if kind in _MERGES:
+        if kind == "Subtract" and len(operands) != 2:
+            raise refuse(layer, "Subtract takes two inputs")
+        return graph.merge(layer, operands, uses)
+    if len(operands) != 1:
+        raise refuse(layer)
+    if kind in ("Dense", "EinsumDense"):
+        kernel, bias = _dense_weights(layer)
+        act = keras_activation(layer, layer.activation)
+        return graph.dense(operands[0], kernel, bias, act, layer, uses)
+    step, params = step_of(layer, operands[0].width)
+    return graph.step(operands[0], step, params, uses)
+
+
 def _dense_weights(layer: Any) -> tuple[np.ndarray, np.ndarray]:
     """Kernel [in, out] and bias of a Dense, or of an EinsumDense that is one."""
-    _check_not_quantized(layer)
+    check_not_quantized(layer)
     if type(layer).__name__ == "EinsumDense":
         return _einsum_as_dense(layer)
-    kernel = _array(layer.kernel)
-    return kernel, _array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[1])
-
-
-def _step_of(layer: Any, width: int) -> tuple[Activation, list[np.ndarray]]:
-    """The pipeline step of a single-input layer that is not a Dense, and its arrays."""
-    kind = type(layer).__name__
-    if kind in _ACTIVATION_LAYERS:
-        return _ACTIVATION_LAYERS[kind](layer), []
-    if kind == "PReLU":
-        return Activation.of("prelu", alpha=0), [_per_feature(layer.alpha, width, layer)]
-    if kind == "BatchNormalization":
-        return Activation.of("affine", scale=0, shift=1), list(_batch_norm(layer, width))
-    if kind == "Rescaling":
-        scale = _per_feature(layer.scale, width, layer)
-        return Activation.of("affine", scale=0, shift=1), [
-            scale, _per_feature(layer.offset, width, layer)
-        ]
-    if kind == "Normalization":
-        return _normalization(layer, width)
-    if kind == "LayerNormalization":
-        return _layer_norm(layer, width)
-    if kind == "UnitNormalization":
-        _check_last_axis(layer, layer.axis)
-        return Activation("unit_norm"), []
-    raise _refuse(layer)
-
-
-def _array(value: Any) -> np.ndarray:
-    return np.asarray(value, dtype=np.float64)
-
-
-def _check_not_quantized(layer: Any) -> None:
-    mode = getattr(layer, "quantization_mode", None)
-    if mode is not None:
-        raise _refuse(layer, f"its kernel is quantized ({mode})")
+    kernel = array(layer.kernel)
+    return kernel, array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[1])
 
 
 def _einsum_as_dense(layer: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -399,109 +385,17 @@ def _einsum_as_dense(layer: Any) -> tuple[np.ndarray, np.ndarray]:
     axis or none; the kernel may be stored [out, in]."""
     match = re.fullmatch(r"(\.\.\.|[a-z])([a-z]),([a-z])([a-z])->(\.\.\.|[a-z])([a-z])",
                          str(layer.equation).replace(" ", ""))
-    kernel = _array(layer.kernel)
+    kernel = array(layer.kernel)
     if match is None or kernel.ndim != 2:
-        raise _refuse(layer, f"equation {layer.equation!r} is not a Dense")
+        raise refuse(layer, f"equation {layer.equation!r} is not a Dense")
     batch, k, first, second, out_batch, n = match.groups()
     if batch != out_batch or batch in (k, n) or k == n or {first, second} != {k, n}:
-        raise _refuse(layer, f"equation {layer.equation!r} is not a Dense")
+        raise refuse(layer, f"equation {layer.equation!r} is not a Dense")
     if first == n:
         kernel = kernel.T
     bias = np.zeros(kernel.shape[1])
     if layer.bias is not None:
         if layer.bias_axes != n:
-            raise _refuse(layer, f"bias_axes {layer.bias_axes!r} is not the output axis")
-        bias = _array(layer.bias).reshape(-1)
+            raise refuse(layer, f"bias_axes {layer.bias_axes!r} is not the output axis")
+        bias = array(layer.bias).reshape(-1)
     return kernel, bias
-
-
-def _keras_activation(layer: Any, function: Any) -> Activation:
-    """The built-in Keras activation `function` is, by identity (a custom function that only
-    shares a built-in's name is refused)."""
-    import keras
-
-    name = getattr(function, "__name__", repr(function))
-    if name not in _KERAS_ACTIVATIONS or getattr(keras.activations, name, None) is not function:
-        raise ExportError(
-            f"the TVM Dense-graph route cannot compile activation {name!r} of layer "
-            f"{layer.name!r}; it compiles {', '.join(sorted(_KERAS_ACTIVATIONS))}"
-        )
-    return Activation(str(name))
-
-
-def _check_last_axis(layer: Any, axis: Any) -> None:
-    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
-    if axes not in ([-1], [1]):
-        raise _refuse(layer, f"axis {axis!r} is not the feature axis")
-
-
-def _softmax_layer(layer: Any) -> Activation:
-    _check_last_axis(layer, layer.axis)
-    return Activation("softmax")
-
-
-_ACTIVATION_LAYERS = {
-    "Activation": lambda layer: _keras_activation(layer, layer.activation),
-    "ReLU": lambda layer: Activation.of(
-        "relu", negative_slope=layer.negative_slope, max_value=layer.max_value,
-        threshold=layer.threshold,
-    ),
-    "LeakyReLU": lambda layer: Activation.of("leaky_relu", negative_slope=layer.negative_slope),
-    "ELU": lambda layer: Activation.of("elu", alpha=layer.alpha),
-    "Softmax": _softmax_layer,
-}
-
-
-def _per_feature(value: Any, width: int, layer: Any) -> np.ndarray:
-    """A scalar or per-feature parameter as a vector of `width` (Keras broadcasts it)."""
-    array = _array(value)
-    try:
-        return np.broadcast_to(array.reshape(-1) if array.size == width else array, (width,)).copy()
-    except ValueError as exc:
-        raise _refuse(layer, f"a parameter of shape {array.shape} is not per feature") from exc
-
-
-def _batch_norm(layer: Any, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inference BatchNormalization as tf.nn.batch_normalization computes it, in float32:
-    inv = rsqrt(var + eps) * gamma; x * inv + (beta - mean * inv)."""
-    _check_last_axis(layer, layer.axis)
-    f32 = np.float32
-    variance = _per_feature(layer.moving_variance, width, layer).astype(f32)
-    inv = f32(1.0) / np.sqrt(variance + f32(layer.epsilon))
-    if layer.scale:
-        inv = inv * _per_feature(layer.gamma, width, layer).astype(f32)
-    shift = -_per_feature(layer.moving_mean, width, layer).astype(f32) * inv
-    if layer.center:
-        shift = _per_feature(layer.beta, width, layer).astype(f32) + shift
-    return inv.astype(np.float64), shift.astype(np.float64)
-
-
-def _normalization(layer: Any, width: int) -> tuple[Activation, list[np.ndarray]]:
-    """(x - mean) / max(sqrt(variance), epsilon), or mean + x * that, as Keras'
-    Normalization computes it (epsilon is keras.config.epsilon(), 1e-7 by default)."""
-    import keras
-
-    if layer.mean is None:
-        raise _refuse(layer, "it was never adapted or given a mean and variance")
-    f32 = np.float32
-    mean = _per_feature(layer.mean, width, layer).astype(f32)
-    std = np.maximum(np.sqrt(_per_feature(layer.variance, width, layer).astype(f32)),
-                     f32(keras.config.epsilon()))
-    if layer.invert:
-        return Activation.of("affine", scale=0, shift=1), [std.astype(float), mean.astype(float)]
-    return Activation.of("normalize", mean=0, std=1), [mean.astype(float), std.astype(float)]
-
-
-def _layer_norm(layer: Any, width: int) -> tuple[Activation, list[np.ndarray]]:
-    """A row-wise step with Keras' gamma and beta as the node's arrays (when it has them)."""
-    _check_last_axis(layer, layer.axis)
-    if getattr(layer, "rms_scaling", False):
-        raise _refuse(layer, "rms_scaling=True is not compiled")
-    params: list[np.ndarray] = []
-    keys: dict[str, float] = {}
-    for key, on, weight in (("gamma", layer.scale, "gamma"), ("beta", layer.center, "beta")):
-        if on:
-            keys[key] = len(params)
-            params.append(_per_feature(getattr(layer, weight), width, layer))
-    return Activation.of("layer_norm", epsilon=float(layer.epsilon), **keys), params
-

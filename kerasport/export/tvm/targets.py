@@ -33,6 +33,15 @@ class TvmTarget:
     tile_rows: int
     acc_registers: int
 
+    def panel_width(self, n: int) -> int:
+        """The widest panel (a whole number of vectors, at most `panel`) that pads n columns
+        to within 1/32 of the least padding any width gives: 48-wide panels pad a 64-wide
+        layer to 96 columns (half again the work) where 32-wide ones pad nothing, while 750
+        columns keep 48-wide panels (768, against 752 at best)."""
+        widths = range(self.panel, 0, -self.lanes)
+        least = min(-(-n // width) * width for width in widths)
+        return next(width for width in widths if -(-n // width) * width * 32 < least * 33)
+
     def llvm_target(self) -> dict[str, Any]:
         """A fresh copy of the TVM target dict (TVM 0.27 takes targets as dicts)."""
         return {key: (list(v) if isinstance(v, list) else v) for key, v in self.llvm.items()}

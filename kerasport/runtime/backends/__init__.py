@@ -17,6 +17,13 @@ import numpy as np
 from kerasport.errors import BackendUnavailableError, BundleError
 from kerasport.manifest import Manifest
 
+# The most rows one engine call sees: bounds the engine's working memory (for a 750-wide
+# model, about 6 MB of activations) whatever batch size the caller asks for. `__call__` and
+# `predict_on_batch`, which have no batch size in Keras, use this chunk too.
+MAX_CHUNK_ROWS = 1024
+# The most working memory (the manifest's per-example estimate times rows) one engine call
+# may need: a DeepVariant-sized row needs 6 kB, so only large examples are held to fewer rows.
+MAX_CHUNK_BYTES = 64 << 20
 
 class Runner(Protocol):
     """Runs one chunk of rows through a compiled model."""

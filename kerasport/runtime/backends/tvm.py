@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import math
 import os
 import tempfile
 import threading
@@ -31,6 +32,7 @@ import numpy as np
 from kerasport.cpu import host_cpu_features, missing_features
 from kerasport.errors import BackendUnavailableError, BundleError
 from kerasport.manifest import Artifact, Manifest, artifacts_of, checked_bytes
+from kerasport.runtime.backends import MAX_CHUNK_BYTES, MAX_CHUNK_ROWS
 from kerasport.runtime.backends.tvm_plan import (
     BLOCK_ROWS,
     KernelPlan,
@@ -40,7 +42,6 @@ from kerasport.runtime.backends.tvm_plan import (
 
 INSTALL_HINT = "pip install 'kerasport[tvm]'"
 ALIGN_BYTES = 64
-MAX_CHUNK_ROWS = 1024  # large inputs run in chunks of this many rows: bounded memory
 _RUNTIME_LOCK = threading.Lock()
 _RUNTIME: ctypes.CDLL | None = None
 _LOADS = 0
@@ -152,21 +153,26 @@ class _Slot:
     call on a small model is mostly this Python, so none of it is redone per call."""
 
     def __init__(
-        self, inputs: np.ndarray, hidden: list[np.ndarray], outputs: np.ndarray, classes: int,
-        weights: list[Any], kernel: Callable[..., Any], *extra: int,
+        self, inputs: np.ndarray, shape: tuple[int, ...], scratch: list[np.ndarray],
+        hidden: list[np.ndarray], outputs: np.ndarray, classes: int, weights: list[Any],
+        kernel: Callable[..., Any], *extra: int,
     ) -> None:
         import tvm_ffi
 
-        self.inputs, self.hidden, self.outputs = inputs, hidden, outputs
+        self.flat_inputs, self.shape = inputs, shape
+        self.inputs = inputs.reshape(inputs.shape[0], *shape)  # a caller's chunk, as a view
+        self.scratch, self.hidden, self.outputs = scratch, hidden, outputs
         self.scores = outputs[:, :classes]  # the columns a caller gets, as a view
         self.weights = weights
-        tensors = [tvm_ffi.from_dlpack(a) for a in (inputs, *hidden, outputs)]
+        tensors = [tvm_ffi.from_dlpack(a) for a in (inputs, *scratch, *hidden, outputs)]
         self.kernel = kernel
         self.args = (tensors[0], *weights, *tensors[1:], *extra)
 
     def head(self, rows: int, *extra: int) -> _Slot:
-        """A slot over this one's first `rows` rows (kernels check exact shapes)."""
-        return _Slot(self.inputs[:rows], [h[:rows] for h in self.hidden], self.outputs[:rows],
+        """A slot over this one's first `rows` rows (kernels check exact shapes); the
+        per-call scratch buffers are shared."""
+        return _Slot(self.flat_inputs[:rows], self.shape, self.scratch,
+                     [h[:rows] for h in self.hidden], self.outputs[:rows],
                      self.scores.shape[1], self.weights, self.kernel, *extra)
 
     def call(self) -> None:
@@ -179,7 +185,7 @@ class TvmRunner:
 
     def __init__(
         self, module: Any, weights: list[np.ndarray], plan: KernelPlan, num_features: int,
-        num_classes: int,
+        num_classes: int, input_shape: tuple[int, ...] | None = None,
     ) -> None:
         import tvm_ffi
 
@@ -195,8 +201,13 @@ class TvmRunner:
         self._weights = weights  # the tensors below view these arrays
         self._weight_tensors = [tvm_ffi.from_dlpack(w) for w in weights]
         self._hidden = list(plan.hidden)
+        self._scratch = list(plan.scratch)
         self._padded_out = plan.padded_out
+        self._block_capacity = _block_capacity(plan, num_features)
         self.num_features = num_features
+        self.input_shape = (num_features,) if input_shape is None else tuple(input_shape)
+        if math.prod(self.input_shape) != num_features:
+            raise BundleError(f"input shape {self.input_shape} is not {num_features} features")
         self.num_classes = num_classes
         self.artifact = ""  # the manifest key, set by open_artifact
         self._local = threading.local()
@@ -205,7 +216,8 @@ class TvmRunner:
     def _new_slot(self, rows: int, kernel: Callable[..., Any], *extra: int) -> _Slot:
         """Fresh aligned buffers for `rows` rows (see aligned_empty for why aligned)."""
         return _Slot(
-            aligned_empty((rows, self.num_features)),
+            aligned_empty((rows, self.num_features)), self.input_shape,
+            [aligned_empty((size,)) for size in self._scratch],
             [aligned_empty((rows, width)) for width in self._hidden],
             aligned_empty((rows, self._padded_out)),
             self.num_classes, self._weight_tensors, kernel, *extra,
@@ -227,7 +239,7 @@ class TvmRunner:
 
     def _slots(self) -> dict[int, _Slot]:
         """This thread's slots: 1..8 rows for the static kernels, and one per multiple of 8
-        rows (the blocked kernel) on views of one MAX_CHUNK_ROWS buffer set."""
+        rows (the blocked kernel) on views of one buffer set of `_block_capacity` rows."""
         slots: dict[int, _Slot] | None = getattr(self._local, "slots", None)
         if slots is None:
             slots = self._local.slots = {}
@@ -246,20 +258,21 @@ class TvmRunner:
         slots = self._slots()
         slot = slots.get(-rows)
         if slot is None:
-            big = slots.get(-MAX_CHUNK_ROWS)
+            capacity = self._block_capacity
+            big = slots.get(-capacity)
             if big is None:
-                big = slots[-MAX_CHUNK_ROWS] = self._new_slot(
-                    MAX_CHUNK_ROWS, self._blocked, MAX_CHUNK_ROWS // BLOCK_ROWS
+                big = slots[-capacity] = self._new_slot(
+                    capacity, self._blocked, capacity // BLOCK_ROWS
                 )
             slot = slots[-rows] = big.head(rows, rows // BLOCK_ROWS)
         return slot
 
     def _slots_for(self, rows: int) -> list[tuple[int, int, _Slot]]:
-        """(start, stop, slot) covering a chunk of `rows` rows (at most MAX_CHUNK_ROWS per
-        blocked call, the rest through a static kernel)."""
+        """(start, stop, slot) covering a chunk of `rows` rows (at most `_block_capacity`
+        per blocked call, the rest through a static kernel)."""
         plan = []
-        for start in range(0, rows, MAX_CHUNK_ROWS):
-            stop = min(rows, start + MAX_CHUNK_ROWS)
+        for start in range(0, rows, self._block_capacity):
+            stop = min(rows, start + self._block_capacity)
             blocked = (stop - start) // BLOCK_ROWS * BLOCK_ROWS
             if blocked:
                 plan.append((start, start + blocked, self._blocked_slot(blocked)))
@@ -297,6 +310,15 @@ class TvmRunner:
         return run
 
 
+def _block_capacity(plan: KernelPlan, num_features: int) -> int:
+    """Rows of the blocked kernel's buffers: MAX_CHUNK_ROWS, or fewer (a multiple of 8)
+    where a row's buffers (a convolution's flat features can be wide) would take more than
+    MAX_CHUNK_BYTES at that many rows."""
+    row_bytes = 4 * (num_features + sum(plan.hidden) + plan.padded_out)
+    rows = min(MAX_CHUNK_ROWS, MAX_CHUNK_BYTES // row_bytes) // BLOCK_ROWS * BLOCK_ROWS
+    return max(BLOCK_ROWS, rows)
+
+
 def _weights_from_bytes(weights_bytes: bytes, plan: KernelPlan) -> list[np.ndarray]:
     """Aligned float32 arrays (w0, b0, w1, b1, ...) copied out of the weights file."""
     total = len(weights_bytes) // 4
@@ -315,9 +337,11 @@ def open_tvm_library(
     details: dict[str, Any],
     num_features: int,
     num_classes: int,
+    input_shape: tuple[int, ...] | None = None,
 ) -> TvmRunner:
-    """Load a Dense-graph library from hash-checked bytes and return its runner; the CPU
-    features and the description are checked before any of its code is loaded."""
+    """Load a library from hash-checked bytes and return its runner for examples of
+    `input_shape` (default: rows of `num_features`); the CPU features and the description
+    are checked before any of its code is loaded."""
     plan = parse_plan(details, num_features, num_classes)
     missing = missing_features(plan.cpu_features, host_cpu_features())
     if missing:
@@ -331,7 +355,7 @@ def open_tvm_library(
         module = _load_module_from_bytes(library_bytes)
     except Exception as exc:  # tvm_ffi raises its own error types from C++
         raise BundleError(f"cannot load the TVM library: {exc}") from exc
-    return TvmRunner(module, weights, plan, num_features, num_classes)
+    return TvmRunner(module, weights, plan, num_features, num_classes, input_shape)
 
 
 def rank(artifact: Artifact) -> int:
@@ -358,7 +382,8 @@ def open_artifact(bundle_dir: Path, manifest: Manifest, key: str, threads: int) 
     library = checked_bytes(bundle_dir, artifact)
     weights = checked_bytes(bundle_dir, artifact.extra_files["weights"])
     runner = open_tvm_library(
-        library, weights, artifact.details, manifest.num_features, manifest.num_classes
+        library, weights, artifact.details, manifest.num_features, manifest.num_classes,
+        manifest.inputs.shape,
     )
     runner.artifact = key
     return runner

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from kerasport.errors import BundleError
-from kerasport.manifest import MAX_DIMENSION
+from kerasport.manifest import MAX_DIMENSION, MAX_VALUES
 
 BLOCK_ROWS = 8
-# dense-graph lists its workspace buffers and any number of arrays; dense-chain (bundles
-# written before graphs) has one buffer per hidden layer and a kernel and bias per layer.
-ROUTES = ("dense-graph", "dense-chain")
+# dense-graph lists its workspace buffers and any number of arrays; conv-graph adds a
+# convolution front: per-call scratch buffers and a flat buffer before the graph's own;
+# dense-chain (bundles written before graphs) has one buffer per hidden layer and a kernel
+# and bias per layer.
+ROUTES = ("dense-graph", "conv-graph", "dense-chain")
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,10 @@ class KernelPlan:
     cpu_features: tuple[str, ...]
     static: dict[int, str]  # rows 1..BLOCK_ROWS -> kernel name
     blocked: str  # the kernel for any multiple of BLOCK_ROWS rows
-    hidden: tuple[int, ...]  # padded widths of the workspace buffers (h0, h1, ...)
+    hidden: tuple[int, ...]  # padded widths of the (rows, width) workspace buffers
     padded_out: int  # padded width of the output layer
     arrays: tuple[ArraySpec, ...]  # every array the kernels take, in calling order
+    scratch: tuple[int, ...] = ()  # sizes of the per-call buffers, whatever the rows
 
 
 def _fail(field: str, problem: str) -> BundleError:
@@ -64,6 +67,13 @@ def _width(data: Any, key: str, where: str) -> int:
     value: int = _get(data, key, int, where)
     if not 1 <= value <= MAX_DIMENSION:
         raise _fail(f"{where}.{key}", f"must be 1-{MAX_DIMENSION}, got {value}")
+    return value
+
+
+def _size(value: Any, field: str) -> int:
+    """A buffer's size in float32 values (a convolution's buffers hold whole examples)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_VALUES:
+        raise _fail(field, f"must be an integer of 1-{MAX_VALUES}, got {value!r}")
     return value
 
 
@@ -117,10 +127,19 @@ def parse_plan(details: dict[str, Any], num_features: int, num_classes: int) -> 
         raise _fail("layers", "pad a layer's output narrower than the layer")
     entries = _get(details, "arrays", list, "")
     arrays = tuple(_array(entry, f"arrays[{i}]") for i, entry in enumerate(entries))
+    scratch: tuple[int, ...] = ()
     if route == "dense-graph":
         hidden = tuple(_get(details, "buffers", list, ""))
         if hidden != tuple(padded[:-1]):
             raise _fail("buffers", "must be the padded widths of every node but the last")
+    elif route == "conv-graph":
+        buffers = _get(details, "buffers", list, "")
+        if not buffers or tuple(buffers[1:]) != tuple(padded[:-1]):
+            raise _fail("buffers", "must be the flat width, then the padded widths of every "
+                        "node but the last")
+        hidden = (_size(buffers[0], "buffers[0]"), *buffers[1:])
+        entries = _get(details, "scratch", list, "")
+        scratch = tuple(_size(size, f"scratch[{i}]") for i, size in enumerate(entries))
     else:
         _check_chain(layers, arrays, padded, num_features)
         hidden = tuple(padded[:-1])
@@ -132,6 +151,7 @@ def parse_plan(details: dict[str, Any], num_features: int, num_classes: int) -> 
         hidden=hidden,
         padded_out=padded[-1],
         arrays=arrays,
+        scratch=scratch,
     )
 
 

@@ -1,0 +1,547 @@
+"""The convolution route: a chain of convolution and pooling stages in front of a Dense graph.
+
+Why a template again: TVM's untuned conv2d on CPU is plain loop code and tuning takes hours
+(docs/tvm-notes.md), while a convolution over a fixed example shape is the same register-
+tiled product as a Dense layer, with the input window standing in for the input row. So a
+Conv1D/Conv2D stage runs per example, as the Dense kernel does per batch of rows:
+- weights [kh, kw, cin, filters] repacked into panels [P, kh*kw*cin, panel] of output
+  channels, filters padded to whole panels;
+- a register tile of up to `acc_registers` vectors: a run of output positions along the row
+  x a group of panels, the reduction over (kh, kw, cin) outside the unrolled tile, each
+  input value broadcast from the window (no im2col buffer);
+- bias and the stage's elementwise and per-channel steps (activation, BatchNormalization,
+  ...) applied on the tile, as for a Dense node.
+Pooling (max, average, global) and zero padding are short vectorized passes over channels.
+Each example's stages run one after another in small per-call scratch buffers (one example
+at a time, so they stay in cache and do not grow with the batch); the last stage (Flatten or
+a global pooling) writes the example's row of the flat buffer `F`, which the Dense graph
+then reads as its input, row-tiled over the whole batch. Every value is computed in a fixed
+order whatever the batch, so bits do not depend on chunking.
+
+Layouts are Keras' channels_last: a position's channels are contiguous, positions row-major,
+so the model's input row X[r] is the example as Keras holds it. A 1-D sequence is a grid of
+one row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kerasport.errors import ExportError
+from kerasport.export.tvm.activations import (
+    Activation,
+    ActivationSpec,
+    Cell,
+    as_activation,
+    merge_sources,
+    param_count,
+    row_step,
+    tile_buffers,
+    tile_code,
+    tile_steps,
+)
+from kerasport.export.tvm.targets import TvmTarget
+
+FLAT = "F"  # the flat buffer the front writes and the Dense graph reads
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One example's spatial value: h x w positions of c channels."""
+
+    h: int
+    w: int
+    c: int
+
+    @property
+    def positions(self) -> int:
+        return self.h * self.w
+
+
+@dataclass(frozen=True)
+class Pad:
+    """Zeros around the grid (ZeroPadding, or a convolution's "same"/"causal" padding)."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+
+@dataclass(frozen=True)
+class Conv:
+    """Conv1D/Conv2D with "valid" padding (a Pad stage before it pads it): kernel
+    [kh, kw, cin, filters], then `activation` with per-channel `params`."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    strides: tuple[int, int]
+    dilation: tuple[int, int]
+    activation: ActivationSpec
+    params: tuple[np.ndarray, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pool:
+    """MaxPooling/AveragePooling; `padding` (top, bottom, left, right) clips windows at the
+    grid's edge, as Keras' "same" does (an average counts only the values inside)."""
+
+    kind: str  # "max" or "avg"
+    size: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Elementwise and per-channel steps on a value no convolution of its own computed (the
+    input, or after pooling)."""
+
+    activation: ActivationSpec
+    params: tuple[np.ndarray, ...] = ()
+
+
+@dataclass(frozen=True)
+class GlobalPool:
+    """GlobalMaxPooling/GlobalAveragePooling: one value per channel, the flat output."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """The grid as one row of h*w*c features, in Keras' order: the flat output."""
+
+
+Stage = Pad | Conv | Pool | Steps | GlobalPool | Flatten
+
+
+@dataclass(frozen=True)
+class Front:
+    """The stages from the model's input grid to its flat features."""
+
+    grid: Grid
+    stages: tuple[Stage, ...]
+
+
+def out_grid(stage: Stage, grid: Grid) -> Grid:
+    """The grid a stage makes of `grid` (ExportError when nothing is left of it)."""
+    if isinstance(stage, Pad):
+        out = Grid(grid.h + stage.top + stage.bottom, grid.w + stage.left + stage.right, grid.c)
+    elif isinstance(stage, Conv):
+        kh, kw, _, filters = np.shape(stage.kernel)
+        (sh, sw), (dh, dw) = stage.strides, stage.dilation
+        out = Grid((grid.h - (kh - 1) * dh - 1) // sh + 1,
+                   (grid.w - (kw - 1) * dw - 1) // sw + 1, int(filters))
+    elif isinstance(stage, Pool):
+        (ph, pw), (sh, sw), (t, b, left, right) = stage.size, stage.strides, stage.padding
+        out = Grid((grid.h + t + b - ph) // sh + 1, (grid.w + left + right - pw) // sw + 1, grid.c)
+    elif isinstance(stage, GlobalPool):
+        out = Grid(1, 1, grid.c)
+    elif isinstance(stage, Flatten):
+        out = Grid(1, 1, grid.positions * grid.c)
+    else:
+        out = grid
+    if min(out.h, out.w, out.c) < 1:
+        raise ExportError(f"{type(stage).__name__} leaves nothing of a {grid} example")
+    return out
+
+
+@dataclass(frozen=True)
+class _Buffer:
+    """Where a stage's value lives: `stride` floats per position; `rows` buffers (the input X
+    and the flat F) are indexed [r, i], scratch buffers (one example) [i]."""
+
+    name: str
+    grid: Grid
+    stride: int
+    rows: bool = False
+
+    def at(self, index: str) -> str:
+        return f"{self.name}[r, {index}]" if self.rows else f"{self.name}[{index}]"
+
+    @property
+    def size(self) -> int:
+        return self.grid.positions * self.stride
+
+
+@dataclass(frozen=True)
+class _Planned:
+    stage: Stage
+    index: int
+    src: _Buffer
+    dst: _Buffer
+    activation: Activation
+    width: int = 0  # a convolution's panel width
+    panels: int = 0
+
+
+@dataclass(frozen=True)
+class FrontPlan:
+    """The checked front: stages with their buffers, the per-call scratch sizes, the flat
+    width the Dense graph reads and the arrays the kernels take (in calling order)."""
+
+    front: Front
+    stages: tuple[_Planned, ...]
+    scratch: tuple[_Buffer, ...]
+    flat: _Buffer
+    arrays: tuple[tuple[str, np.ndarray], ...]  # (buffer name, packed array)
+
+    @property
+    def num_features(self) -> int:
+        """The model's input width (one example, flattened)."""
+        grid = self.front.grid
+        return grid.positions * grid.c
+
+    @property
+    def flat_width(self) -> int:
+        """The true width of the flat features (the Dense graph's input)."""
+        return self.flat.grid.c
+
+
+def _activation(stage: Stage, where: str, channels: int) -> Activation:
+    """A stage's steps: elementwise and per-channel only (no merge, no row-wise step)."""
+    spec = stage.activation if isinstance(stage, (Conv, Steps)) else "linear"
+    try:
+        activation = as_activation(spec)
+    except ExportError as exc:
+        raise ExportError(f"{where}: {exc}") from None
+    if merge_sources(activation) or row_step(activation) is not None:
+        raise ExportError(f"{where}: a convolution stage takes elementwise and per-channel "
+                          f"steps only, not {activation}")
+    params = stage.params if isinstance(stage, (Conv, Steps)) else ()
+    count = param_count(activation)
+    if len(params) != count or any(np.shape(p) != (channels,) for p in params):
+        raise ExportError(f"{where}: its steps read {count} arrays of {channels} channels")
+    if not all(np.all(np.isfinite(p)) for p in params):
+        raise ExportError(f"{where} has non-finite parameters")
+    return activation
+
+
+def _padded(vector: Any, width: int) -> np.ndarray:
+    out = np.zeros(width, dtype=np.float32)
+    values = np.asarray(vector, dtype=np.float32)
+    out[: values.size] = values
+    return out
+
+
+def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
+    """Check the stages, give each its buffer and pack its arrays.
+
+    Pooling and steps run on whole vectors of channels, so a value whose channels are not
+    a whole number of vectors (the input's) is first copied to a padded stride."""
+    stages = list(front.stages)
+    if not stages or not isinstance(stages[-1], (Flatten, GlobalPool)):
+        raise ExportError("a convolution front must end in Flatten or a global pooling")
+    if any(isinstance(s, (Flatten, GlobalPool)) for s in stages[:-1]):
+        raise ExportError("a convolution front has one flat output, its last stage")
+    lanes = target.lanes
+    src = _Buffer("X", front.grid, front.grid.c, rows=True)
+    planned: list[_Planned] = []
+    scratch: list[_Buffer] = []
+    arrays: list[tuple[str, np.ndarray]] = []
+    index = 0
+    while stages:
+        stage = stages[0]
+        if isinstance(stage, (Pool, Steps, GlobalPool)) and src.stride % lanes:
+            stage = Pad(0, 0, 0, 0)  # restride for whole-vector passes
+        else:
+            stages.pop(0)
+        where = f"convolution stage {index} ({type(stage).__name__})"
+        grid = out_grid(stage, src.grid)
+        if isinstance(stage, (Flatten, GlobalPool)):
+            dst = _Buffer(FLAT, grid, round_up(grid.c, lanes), rows=True)
+        elif isinstance(stage, Conv):
+            dst = _Buffer(f"S{index}", grid, 0)
+        else:
+            dst = _Buffer(f"S{index}", grid, round_up(grid.c, lanes))
+        activation = _activation(stage, where, grid.c)
+        width = panels = 0
+        if isinstance(stage, Conv):
+            kernel, bias = np.asarray(stage.kernel), np.asarray(stage.bias)
+            if kernel.ndim != 4 or kernel.shape[2] != src.grid.c or bias.shape != (grid.c,):
+                raise ExportError(f"{where}: kernel {kernel.shape} and bias {bias.shape} do "
+                                  f"not fit {src.grid.c} input channels")
+            if not (np.all(np.isfinite(kernel)) and np.all(np.isfinite(bias))):
+                raise ExportError(f"{where} has non-finite weights")
+            width = target.panel_width(grid.c)
+            panels = -(-grid.c // width)
+            dst = _Buffer(dst.name, grid, width * panels)
+            k = int(np.prod(kernel.shape[:3]))
+            packed = np.zeros((k, width * panels), dtype=np.float32)
+            packed[:, : grid.c] = kernel.reshape(k, grid.c)
+            arrays.append((f"CW{index}", np.ascontiguousarray(
+                packed.reshape(k, panels, width).transpose(1, 0, 2))))
+            arrays.append((f"CB{index}", _padded(bias, dst.stride)))
+        if isinstance(stage, Pool) and (stage.kind not in ("max", "avg") or min(
+                *stage.size, *stage.strides) < 1 or min(stage.padding) < 0):
+            raise ExportError(f"{where}: pooling {stage} is not one the route compiles")
+        if isinstance(stage, GlobalPool) and stage.kind not in ("max", "avg"):
+            raise ExportError(f"{where}: global pooling {stage.kind!r} is not compiled")
+        params = stage.params if isinstance(stage, (Conv, Steps)) else ()
+        arrays += [(f"CP{index}_{p}", _padded(a, dst.stride)) for p, a in enumerate(params)]
+        planned.append(_Planned(stage, index, src, dst, activation, width, panels))
+        if not dst.rows:
+            scratch.append(dst)
+        src = dst
+        index += 1
+    return FrontPlan(front, tuple(planned), tuple(scratch), src, tuple(arrays))
+
+
+# --- TVMScript text ---------------------------------------------------------------------------
+
+Out = Any  # dense_graph._Writer: out(depth, line)
+
+
+def _channels(out: Out, depth: int, buffer: _Buffer, lanes: int, c: int) -> tuple[int, str]:
+    """Open a loop over a position's channels: whole vectors when the stride allows, else
+    one true channel at a time; returns the new depth and the channel expression."""
+    if buffer.stride % lanes == 0:
+        out(depth, f"for q in range({buffer.stride // lanes}):")
+        out(depth + 1, f"for c in T.vectorized({lanes}):")
+        return depth + 2, f"q * {lanes} + c"
+    out(depth, f"for ch in range({c}):")
+    return depth + 1, "ch"
+
+
+def _pad(out: Out, depth: int, p: _Planned, lanes: int) -> None:
+    """Zeros, then the source's positions inside them."""
+    stage, src, dst = p.stage, p.src, p.dst
+    assert isinstance(stage, Pad)
+    out(depth, f"for i in range({dst.size}):")
+    out(depth + 1, f"{dst.at('i')} = T.float32(0)")
+    out(depth, f"for y in range({src.grid.h}):")
+    out(depth + 1, f"for x in range({src.grid.w}):")
+    inner, ch = _channels(out, depth + 2, src, lanes, src.grid.c)
+    target = f"((y + {stage.top}) * {dst.grid.w} + x + {stage.left}) * {dst.stride} + {ch}"
+    out(inner, f"{dst.at(target)} = {src.at(f'(y * {src.grid.w} + x) * {src.stride} + {ch}')}")
+
+
+def conv_tile(p: _Planned, target: TvmTarget) -> tuple[int, int]:
+    """(positions, panels) of a convolution's register tile: as many positions along a row
+    as the accumulator budget allows with every panel, else fewer panels per tile."""
+    vecs = p.width // target.lanes
+    wo = p.dst.grid.w
+    group = max(1, min(p.panels, target.acc_registers // (min(wo, target.tile_rows) * vecs)))
+    return max(1, min(wo, target.acc_registers // (group * vecs))), group
+
+
+def _conv(out: Out, depth: int, p: _Planned, target: TvmTarget) -> None:
+    stage, src, dst = p.stage, p.src, p.dst
+    assert isinstance(stage, Conv)
+    lanes, i = target.lanes, p.index
+    kh, kw, cin, _ = np.shape(stage.kernel)
+    (sh, sw), (dh, dw) = stage.strides, stage.dilation
+    vecs = p.width // lanes
+    positions, group = conv_tile(p, target)
+    steps = tile_steps(p.activation)
+    long_steps = tile_buffers(steps) > 0
+    out(depth, f"for oy in range({dst.grid.h}):")
+    depth += 1
+    full, rest = divmod(p.panels, group)
+    spans = [(f"pg * {group}" if full > 1 else "0", group, full)] if full else []
+    if rest:
+        spans.append((str(full * group), rest, 1))
+    runs, tail = divmod(dst.grid.w, positions)
+    for panel0, size, count in spans:
+        at = depth
+        if count > 1:
+            out(at, f"for pg in range({count}):")
+            at += 1
+        pieces = [(f"ox * {positions}", positions, runs)] if runs else []
+        if tail:
+            pieces.append((str(runs * positions), tail, 1))
+        for x0, width, loops in pieces:
+            inner = at
+            if loops > 1:
+                out(inner, f"for ox in range({loops}):")
+                inner += 1
+            elif x0.startswith("ox"):
+                x0 = "0"
+            tiles = [(x, j, v) for x in range(width) for j in range(size) for v in range(vecs)]
+
+            def acc(x: int, j: int, v: int) -> str:
+                return f"acc_{x}_{j}_{v}"
+
+            def col(j: int, v: int, panel0: str = panel0) -> str:
+                return f"({panel0} + {j}) * {p.width} + {v * lanes} + c"
+
+            def pos(x: int, x0: str = x0) -> str:
+                return f"(oy * {dst.grid.w} + {x0} + {x}) * {dst.stride}"
+
+            for x, j, v in tiles:
+                out(inner, f"for c in T.vectorized({lanes}):")
+                out(inner + 1, f"{acc(x, j, v)}[c] = CB{i}[{col(j, v)}]")
+            out(inner, f"for ky in range({kh}):")
+            out(inner + 1, f"for kx in range({kw}):")
+            out(inner + 2, f"for ci in range({cin}):")
+            for x, j, v in tiles:
+                window = (f"((oy * {sh} + ky * {dh}) * {src.grid.w} + ({x0} + {x}) * {sw} "
+                          f"+ kx * {dw}) * {src.stride} + ci")
+                out(inner + 3, f"for c in T.vectorized({lanes}):")
+                out(inner + 4, f"{acc(x, j, v)}[c] = {acc(x, j, v)}[c] + {src.at(window)} * "
+                    f"CW{i}[{panel0} + {j}, (ky * {kw} + kx) * {cin} + ci, {v * lanes} + c]")
+            for x, j, v in tiles:
+                out(inner, f"for c in T.vectorized({lanes}):")
+                cell = _cell(i, col(j, v))
+                value = f"{acc(x, j, v)}[c]"
+                if not long_steps:
+                    value = tile_code(value, steps, cell)[1]
+                out(inner + 1, f"{dst.at(f'{pos(x)} + {col(j, v)}')} = {value}")
+            if long_steps:  # long pipelines in a rolled loop (see dense_graph._tile)
+                out(inner, f"for ax in range({width}):")
+                out(inner + 1, f"for aq in range({size * vecs}):")
+                column = f"{panel0} * {p.width} + aq * {lanes} + c"
+                _vector_steps(out, inner + 2, p, lanes, dst,
+                              f"(oy * {dst.grid.w} + {x0} + ax) * {dst.stride} + {column}",
+                              column, steps)
+
+
+def _cell(index: int, channel: str) -> Cell:
+    def no_merge(source: int) -> str:  # plan_front refuses merges
+        raise ExportError("a convolution stage has no merge operand")
+
+    return Cell(no_merge, lambda param: f"CP{index}_{param}[{channel}]")
+
+
+def _vector_steps(out: Out, depth: int, p: _Planned, lanes: int, buffer: _Buffer, at: str,
+                  channel: str, steps: list[Activation]) -> None:
+    """buffer[at] = steps(buffer[at]) over one vector (lane variable c), in place."""
+    lines, value = tile_code(buffer.at(at), steps, _cell(p.index, channel))
+    out(depth, f"for c in T.vectorized({lanes}):")
+    for line in lines:
+        out(depth + 1, line)
+    out(depth + 1, f"{buffer.at(at)} = {value}")
+
+
+def _steps(out: Out, depth: int, p: _Planned, lanes: int) -> None:
+    """A Steps stage: the source through its steps, vector by vector."""
+    src, dst = p.src, p.dst
+    steps = tile_steps(p.activation)
+    out(depth, f"for i in range({src.grid.positions}):")
+    out(depth + 1, f"for q in range({dst.stride // lanes}):")
+    lines, value = tile_code(src.at(f"i * {src.stride} + q * {lanes} + c"), steps,
+                             _cell(p.index, f"q * {lanes} + c"))
+    out(depth + 2, f"for c in T.vectorized({lanes}):")
+    for line in lines:
+        out(depth + 3, line)
+    out(depth + 3, f"{dst.at(f'i * {dst.stride} + q * {lanes} + c')} = {value}")
+
+
+def _pool(out: Out, depth: int, p: _Planned, lanes: int) -> None:
+    """Max or average over each window, clipped to the grid; an average divides by the
+    number of values inside the window (Keras' "same")."""
+    stage, src, dst = p.stage, p.src, p.dst
+    assert isinstance(stage, Pool)
+    (ph, pw), (sh, sw), (top, _, left, _) = stage.size, stage.strides, stage.padding
+    maximum = stage.kind == "max"
+    clipped = stage.padding != (0, 0, 0, 0)
+    out(depth, f"for oy in range({dst.grid.h}):")
+    out(depth + 1, f"for ox in range({dst.grid.w}):")
+    out(depth + 2, f"for q in range({dst.stride // lanes}):")
+    d = depth + 3
+    out(d, f"for c in T.vectorized({lanes}):")
+    start = 'T.min_value("float32")' if maximum else "T.float32(0)"
+    out(d + 1, f"pool[c] = {start}")
+    out(d, f"for ky in range({ph}):")
+    out(d + 1, f"for kx in range({pw}):")
+    y, x = f"oy * {sh} + ky - {top}", f"ox * {sw} + kx - {left}"
+    inner = d + 2
+    if clipped:
+        out(inner, f"if {y} >= 0 and {y} < {src.grid.h} and {x} >= 0 and {x} < {src.grid.w}:")
+        inner += 1
+    load = src.at(f"(({y}) * {src.grid.w} + {x}) * {src.stride} + q * {lanes} + c")
+    out(inner, f"for c in T.vectorized({lanes}):")
+    out(inner + 1, f"pool[c] = {_reduce(maximum, load)}")
+    value = "pool[c]"
+    if not maximum:
+        if clipped:
+            inside = [f"(T.min({o} * {s} - {b} + {k}, {n}) - T.max({o} * {s} - {b}, 0))"
+                      for o, s, b, k, n in (("oy", sh, top, ph, src.grid.h),
+                                            ("ox", sw, left, pw, src.grid.w))]
+            value = f"pool[c] / T.Cast('float32', {inside[0]} * {inside[1]})"
+        else:
+            value = f"pool[c] / T.float32({float(ph * pw)!r})"
+    out(d, f"for c in T.vectorized({lanes}):")
+    out(d + 1, f"{dst.at(f'(oy * {dst.grid.w} + ox) * {dst.stride} + q * {lanes} + c')} = {value}")
+
+
+def _reduce(maximum: bool, load: str) -> str:
+    return f"T.max(pool[c], {load})" if maximum else f"pool[c] + {load}"
+
+
+def _global_pool(out: Out, depth: int, p: _Planned, lanes: int) -> None:
+    stage, src, dst = p.stage, p.src, p.dst
+    assert isinstance(stage, GlobalPool)
+    maximum = stage.kind == "max"
+    out(depth, f"for q in range({dst.stride // lanes}):")
+    out(depth + 1, f"for c in T.vectorized({lanes}):")
+    out(depth + 2, f"pool[c] = {src.at(f'q * {lanes} + c')}")
+    out(depth + 1, f"for i in range(1, {src.grid.positions}):")
+    load = src.at(f"i * {src.stride} + q * {lanes} + c")
+    out(depth + 2, f"for c in T.vectorized({lanes}):")
+    out(depth + 3, f"pool[c] = {_reduce(maximum, load)}")
+    value = "pool[c]" if maximum else f"pool[c] / T.float32({float(src.grid.positions)!r})"
+    out(depth + 1, f"for c in T.vectorized({lanes}):")
+    out(depth + 2, f"{dst.at(f'q * {lanes} + c')} = {value}")
+
+
+def _flatten(out: Out, depth: int, p: _Planned) -> None:
+    """The true channels of each position side by side (Keras' Flatten order)."""
+    src, dst = p.src, p.dst
+    c = src.grid.c
+    out(depth, f"for i in range({src.grid.positions}):")
+    out(depth + 1, f"for ch in range({c}):")
+    out(depth + 2, f"{dst.at(f'i * {c} + ch')} = {src.at(f'i * {src.stride} + ch')}")
+
+
+def write_front(out: Out, plan: FrontPlan, target: TvmTarget, extent: str) -> None:
+    """The front's stages for each of the kernel's `extent` rows, one example at a time."""
+    out(1, f"for r in range({extent}):")
+    for p in plan.stages:
+        stage = p.stage
+        if isinstance(stage, Pad):
+            _pad(out, 2, p, target.lanes)
+        elif isinstance(stage, Conv):
+            _conv(out, 2, p, target)
+        elif isinstance(stage, Pool):
+            _pool(out, 2, p, target.lanes)
+        elif isinstance(stage, Steps):
+            _steps(out, 2, p, target.lanes)
+        elif isinstance(stage, GlobalPool):
+            _global_pool(out, 2, p, target.lanes)
+        else:
+            _flatten(out, 2, p)
+
+
+def lane_buffers(plan: FrontPlan, target: TvmTarget) -> set[str]:
+    """The small stack buffers the front's code uses: accumulators, `pool`, `act*`."""
+    names = {"pool"}
+    acts = 0
+    for p in plan.stages:
+        acts = max(acts, tile_buffers(tile_steps(p.activation)))
+        if isinstance(p.stage, Conv):
+            positions, group = conv_tile(p, target)
+            names.update(f"acc_{x}_{j}_{v}" for x in range(positions) for j in range(group)
+                         for v in range(p.width // target.lanes))
+    return names | {f"act{i}" for i in range(acts)}
+
+
+def describe(plan: FrontPlan) -> list[dict[str, Any]]:
+    """The stages for the manifest (what a reader of the bundle sees, not what runs)."""
+    described = []
+    for p in plan.stages:
+        entry: dict[str, Any] = {"kind": type(p.stage).__name__.lower(),
+                                 "in": [p.src.grid.h, p.src.grid.w, p.src.grid.c],
+                                 "out": [p.dst.grid.h, p.dst.grid.w, p.dst.grid.c]}
+        if not p.activation.is_linear:
+            entry["activation"] = str(p.activation)
+        described.append(entry)
+    return described
