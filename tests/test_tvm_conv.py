@@ -1,0 +1,360 @@
+"""The TVM convolution route: Conv1D/Conv2D with their padding, strides and dilation,
+pooling, zero padding and per-channel steps, then Flatten or a global pooling and the Dense
+graph, compiled as one library and compared with Keras.
+
+Each model is compiled for this CPU's target and run at 1, 3, 8, 9 and 70 rows (static and
+blocked kernels) on standard normal inputs; the result must agree with Keras by export's
+own rule, and be the same bits whichever rows a call holds. Filter counts mix 1, 3, 8, 20 and
+33 channels, so the tiles run on padded and full panels and on grids whose width is not a
+multiple of the tile.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kerasport.errors import BundleError, ExportError
+from kerasport.export.tvm import runnable_targets
+
+pytest.importorskip("tvm")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not runnable_targets(), reason="this CPU runs no TVM target (AVX2)"),
+]
+
+ROWS = (1, 3, 8, 9, 70)
+
+
+def _randomize(model: Any, seed: int) -> None:
+    """Weights of the scale training leaves, and BatchNormalization statistics away from
+    their initial 0 and 1, so every parameter matters."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        name = weight.path
+        if "moving_variance" in name or "gamma" in name:
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+        elif "moving_mean" in name or "beta" in name or "bias" in name:
+            weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32"))
+        elif "alpha" in name:
+            weight.assign(rng.uniform(0.05, 0.4, weight.shape).astype("float32"))
+
+
+def _compile(model: Any, tmp_path: Path) -> Any:
+    """The model through the route: its network compiled for this CPU and loaded."""
+    from kerasport.export.tvm import host_target
+    from kerasport.export.tvm.dense_graph import compile_dense_graph
+    from kerasport.export.tvm.keras_layers import tvm_network
+    from kerasport.runtime.backends.tvm import open_tvm_library
+
+    network = tvm_network(model)
+    details = compile_dense_graph(network.nodes, network.num_features, host_target(),
+                                  tmp_path, "c", network.front)
+    assert details["route"] == ("conv-graph" if network.front else "dense-graph")
+    return open_tvm_library((tmp_path / "c.so").read_bytes(),
+                            (tmp_path / "c.weights.bin").read_bytes(), details,
+                            network.num_features, details["num_classes"],
+                            tuple(model.input_shape[1:]))
+
+
+def _compare(model: Any, tmp_path: Path, seed: int = 0, scale: float = 1.0) -> None:
+    from kerasport.export.check import check_agreement
+    from kerasport.export.keras_model import head_kind
+
+    runner = _compile(model, tmp_path)
+    rng = np.random.default_rng(seed)
+    shape = tuple(model.input_shape[1:])
+    for rows in ROWS:
+        x = (scale * rng.standard_normal((rows, *shape))).astype(np.float32)
+        got = runner.run(x)
+        check_agreement(np.asarray(model(x), np.float32), got, 1e-5, head_kind(model))
+        if rows > 1:
+            pieces = [runner.run(x[i : i + 1]) for i in range(rows)]
+            assert np.array_equal(np.concatenate(pieces), got), "bits depend on the chunk"
+
+
+def _seq(keras: Any, shape: tuple[int, ...], *layers: Any) -> Any:
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([keras.Input(shape), *layers])
+    _randomize(model, 7)
+    return model
+
+
+Case = Callable[[Any], Any]
+
+CASES: dict[str, Case] = {
+    "conv2d, max pooling, flatten": lambda k: _seq(
+        k, (12, 11, 3), k.layers.Conv2D(8, 3, activation="relu"), k.layers.MaxPooling2D(),
+        k.layers.Flatten(), k.layers.Dense(10, activation="softmax")),
+    "same padding, strides 2, batch norm, global average": lambda k: _seq(
+        k, (13, 13, 2), k.layers.Conv2D(20, 3, strides=2, padding="same"),
+        k.layers.BatchNormalization(), k.layers.ReLU(), k.layers.Conv2D(33, 3, padding="same"),
+        k.layers.LeakyReLU(0.1), k.layers.GlobalAveragePooling2D(),
+        k.layers.Dense(3, activation="softmax")),
+    "dilation, uneven strides, average pooling same": lambda k: _seq(
+        k, (16, 16, 1), k.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        k.layers.MaxPooling2D(), k.layers.Conv2D(8, 3, strides=(1, 2), padding="same",
+                                                  activation="relu"),
+        k.layers.AveragePooling2D(pool_size=(2, 2), strides=1, padding="same"),
+        k.layers.Conv2D(8, (3, 1), dilation_rate=(2, 1), activation="relu"),
+        k.layers.GlobalAveragePooling2D(), k.layers.Dense(4, activation="softmax")),
+    "conv1d causal, pooling, 1x1 without bias, global max": lambda k: _seq(
+        k, (32, 4), k.layers.Conv1D(8, 3, padding="causal", dilation_rate=2, activation="relu"),
+        k.layers.MaxPooling1D(2), k.layers.Conv1D(8, 3, strides=2, padding="same",
+                                                  activation="elu"),
+        k.layers.AveragePooling1D(2, padding="same"), k.layers.Conv1D(8, 1, use_bias=False),
+        k.layers.GlobalMaxPooling1D(), k.layers.Dense(3, activation="softmax")),
+    "long activations on the tile (gelu, silu, tanh)": lambda k: _seq(
+        k, (20, 3), k.layers.Conv1D(20, 5, activation="gelu"),
+        k.layers.Conv1D(16, 3, activation="silu"), k.layers.Conv1D(3, 3, activation="tanh"),
+        k.layers.Flatten(), k.layers.Dense(2, activation="sigmoid")),
+    "rescaling and normalization at the input, pooling on the input": lambda k: _seq(
+        k, (10, 10, 3), k.layers.Rescaling(1 / 255.0, offset=-0.5),
+        k.layers.MaxPooling2D(2, strides=1), k.layers.Conv2D(3, 2), k.layers.Flatten(),
+        k.layers.Dense(5, activation="softmax")),
+    "zero padding, prelu over positions, steps after pooling": lambda k: _seq(
+        k, (9, 14, 2), k.layers.ZeroPadding2D(((1, 2), (0, 3))), k.layers.Conv2D(5, 3),
+        k.layers.PReLU(shared_axes=[1, 2]), k.layers.AveragePooling2D(2),
+        k.layers.BatchNormalization(), k.layers.Activation("swish"),
+        k.layers.SpatialDropout2D(0.2), k.layers.GlobalMaxPooling2D(),
+        k.layers.Dense(3, activation="softmax")),
+    "wide filters (several panels)": lambda k: _seq(
+        k, (8, 8, 4), k.layers.Conv2D(100, 3, activation="relu"), k.layers.Conv2D(50, 1),
+        k.layers.GlobalAveragePooling2D(), k.layers.Dense(3, activation="softmax")),
+    "one filter, then a Dense graph with a residual block": lambda k: _residual_after_conv(k),
+    "a nested convolution block in a functional model": lambda k: _nested_block(k),
+    "flatten only (an MLP on images)": lambda k: _seq(
+        k, (6, 5, 2), k.layers.Flatten(), k.layers.Dense(16, activation="relu"),
+        k.layers.Dense(3, activation="softmax")),
+}
+
+
+def _residual_after_conv(keras: Any) -> Any:
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((15, 2))
+    x = L.Flatten()(L.Conv1D(1, 4, strides=3, padding="same")(inputs))
+    h = L.Dense(5, activation="relu")(x)
+    x = L.Add()([h, L.Dense(5)(h)])
+    model = keras.Model(inputs, L.Dense(3, activation="softmax")(x))
+    _randomize(model, 3)
+    return model
+
+
+def _nested_block(keras: Any) -> Any:
+    L = keras.layers
+    keras.utils.set_random_seed(5)
+    block = keras.Sequential([L.Conv2D(8, 3, padding="same"), L.BatchNormalization(),
+                              L.Activation("relu"), L.MaxPooling2D()], name="block")
+    inputs = keras.Input((8, 8, 3))
+    x = L.GlobalAveragePooling2D()(block(L.Dropout(0.1)(inputs)))
+    model = keras.Model(inputs, L.Dense(3, activation="softmax")(L.Dense(8, "relu")(x)))
+    _randomize(model, 5)
+    return model
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_convolutional_classifiers_compile_and_match_keras(name: str, tmp_path: Path) -> None:
+    import keras
+
+    _compare(CASES[name](keras), tmp_path)
+
+
+def _random_cnn(keras: Any, seed: int) -> Any:
+    """A Sequential CNN from seeded choices: 1-D or 2-D, convolutions of assorted filters,
+    kernels, strides, dilations and paddings, pooling, zero padding and per-channel steps,
+    then Flatten or a global pooling and one or two Dense layers."""
+    L = keras.layers
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    two_d = bool(rng.integers(2))
+    shape: list[int] = [int(rng.integers(9, 17)), int(rng.integers(9, 17))] if two_d else [
+        int(rng.integers(20, 40))]
+    channels = int(rng.choice([1, 2, 3, 5]))
+    layers: list[Any] = [keras.Input((*shape, channels))]
+    suffix = "2D" if two_d else "1D"
+    for _ in range(int(rng.integers(2, 5))):
+        choice = rng.choice(["conv", "conv", "pool", "pad", "step"])
+        if choice == "conv":
+            size = int(rng.choice([1, 2, 3]))
+            padding = str(rng.choice(["valid", "same"] + ([] if two_d else ["causal"])))
+            stride, dilation = int(rng.choice([1, 1, 2])), 1
+            if stride == 1:
+                dilation = int(rng.choice([1, 2]))
+            if padding == "valid" and min(shape) < (size - 1) * dilation + 1:
+                continue
+            layers.append(getattr(L, f"Conv{suffix}")(
+                int(rng.choice([1, 3, 8, 20, 33])), size, strides=stride,
+                dilation_rate=dilation, padding=padding,
+                activation=str(rng.choice(["relu", "linear", "gelu", "elu", "sigmoid"]))))
+            shape = [(n + stride - 1) // stride if padding != "valid"
+                     else (n - (size - 1) * dilation - 1) // stride + 1 for n in shape]
+        elif choice == "pool" and min(shape) >= 2:
+            kind = str(rng.choice(["Max", "Average"]))
+            padding = str(rng.choice(["valid", "same"]))
+            layers.append(getattr(L, f"{kind}Pooling{suffix}")(2, padding=padding))
+            shape = [(n + 1) // 2 if padding == "same" else n // 2 for n in shape]
+        elif choice == "pad":
+            layers.append(getattr(L, f"ZeroPadding{suffix}")(1))
+            shape = [n + 2 for n in shape]
+        else:
+            layers.append(rng.choice([L.BatchNormalization(), L.ReLU(max_value=2.0),
+                                      L.Activation("tanh")]))
+    layers.append(rng.choice([L.Flatten(), getattr(L, f"GlobalAveragePooling{suffix}")(),
+                              getattr(L, f"GlobalMaxPooling{suffix}")()]))
+    if rng.integers(2):
+        layers.append(L.Dense(int(rng.choice([4, 16])), activation="relu"))
+    layers.append(L.Dense(int(rng.choice([2, 3])), activation="softmax"))
+    model = keras.Sequential(layers)
+    _randomize(model, seed)
+    return model
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_cnns_compile_and_match_keras(seed: int, tmp_path: Path) -> None:
+    import keras
+
+    _compare(_random_cnn(keras, seed), tmp_path, seed)
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def _refusal(model: Any) -> str:
+    from kerasport.export.tvm.keras_layers import tvm_network
+
+    with pytest.raises(ExportError) as caught:
+        tvm_network(model)
+    return str(caught.value)
+
+
+def _branch_add(keras: Any) -> Any:
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, padding="same")(inputs)
+    x = L.Add(name="skip")([x, L.Conv2D(4, 3, padding="same")(x)])
+    return keras.Model(inputs, L.Dense(3)(L.Flatten()(x)))
+
+
+REFUSED: dict[str, tuple[Case, str]] = {
+    "depthwise convolution": (lambda k: _seq(
+        k, (8, 8, 3), k.layers.DepthwiseConv2D(3, name="dw"), k.layers.Flatten(),
+        k.layers.Dense(3)), r"layer 'dw' \(DepthwiseConv2D\)"),
+    "grouped convolution": (lambda k: _seq(
+        k, (8, 8, 4), k.layers.Conv2D(4, 3, groups=2, name="g"), k.layers.Flatten(),
+        k.layers.Dense(3)), r"layer 'g' \(Conv2D\): groups=2"),
+    "a residual add of convolutions": (_branch_add, r"layer '\w+' \(Conv2D\).*more than one"),
+    "layer normalization over channels": (lambda k: _seq(
+        k, (10, 3), k.layers.Conv1D(4, 3), k.layers.LayerNormalization(name="ln"),
+        k.layers.Flatten(), k.layers.Dense(3)), r"layer 'ln' \(LayerNormalization\)"),
+    "global pooling keeping its axes": (lambda k: _seq(
+        k, (10, 3), k.layers.Conv1D(4, 3), k.layers.GlobalAveragePooling1D(
+            keepdims=True, name="gap"), k.layers.Flatten(), k.layers.Dense(3)),
+        r"layer 'gap' \(GlobalAveragePooling1D\): keepdims"),
+    "a per-position head": (lambda k: _seq(
+        k, (10, 3), k.layers.Conv1D(4, 3, activation="softmax", name="seg")),
+        r"layer 'seg' \(Conv1D\): activation 'softmax'"),
+    "a per-position output": (lambda k: _seq(k, (10, 3), k.layers.Conv1D(4, 3)),
+                              r"output is per position"),
+    "a 3-D convolution": (lambda k: _seq(
+        k, (4, 4, 4, 1), k.layers.Conv3D(2, 2), k.layers.Flatten(), k.layers.Dense(3)),
+        r"input is \(batch, features\), \(batch, length, channels\) or"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_what_the_convolution_route_cannot_compile_is_refused_by_name(case: str) -> None:
+    import keras
+
+    build, pattern = REFUSED[case]
+    message = _refusal(build(keras))
+    assert re.search(pattern, message), message
+    assert "export without --tvm" in message
+
+
+# --- through export and the runtime -------------------------------------------------------
+
+
+def test_a_cnn_exports_with_its_library_timed_and_serves(tmp_path: Path) -> None:
+    """Export checks the library against Keras, times it against ONNX Runtime and records
+    the figures; the bundle serves any batch of images through it, in chunks too."""
+    import keras
+
+    import kerasport.runtime
+    from kerasport.export import export_bundle
+    from kerasport.export.check import check_agreement
+    from kerasport.manifest import read_manifest
+
+    model = CASES["conv2d, max pooling, flatten"](keras)
+    model.save(tmp_path / "m.keras")
+    bundle = export_bundle(tmp_path / "m.keras", tmp_path / "b", tvm_targets=["auto"])
+    manifest = read_manifest(bundle)
+    (key,) = [k for k in manifest.artifacts if k.startswith("tvm-")]
+    details = manifest.artifacts[key].details
+    assert details["route"] == "conv-graph" and details["scratch"]
+    assert [stage["kind"] for stage in details["front"]] == ["conv", "pool", "flatten"]
+    assert details["measured"]["rows"] == [1, 8, 128]
+    served = kerasport.runtime.load(bundle, backend="tvm")
+    x = np.random.default_rng(1).uniform(0, 1, (1100, 12, 11, 3)).astype(np.float32)
+    got = served.predict(x, batch_size=300)
+    check_agreement(keras_predict(model, x), got, 1e-5, "softmax")
+    assert np.array_equal(kerasport.runtime.classify(served, x[:5], 2), got[:5])
+
+
+def keras_predict(model: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(x, verbose=0), np.float32)
+
+
+def test_wide_flat_features_bound_the_blocked_buffers(tmp_path: Path) -> None:
+    """A Flatten of a large feature map makes wide rows: the blocked kernel's buffers hold
+    as many rows as fit MAX_CHUNK_BYTES, and a larger chunk runs in pieces."""
+    import keras
+
+    from kerasport.export.check import check_agreement
+    from kerasport.runtime.backends import MAX_CHUNK_BYTES, MAX_CHUNK_ROWS
+
+    model = _seq(keras, (64, 64, 1), keras.layers.Conv2D(20, 3, padding="same"),
+                 keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax"))
+    runner = _compile(model, tmp_path)
+    assert runner._block_capacity < MAX_CHUNK_ROWS
+    assert runner._block_capacity * 4 * 64 * 64 * 21 <= MAX_CHUNK_BYTES
+    x = np.random.default_rng(2).standard_normal((runner._block_capacity + 13, 64, 64, 1))
+    x = x.astype(np.float32)
+    check_agreement(keras_predict(model, x), runner.run(x), 1e-5, "softmax")
+
+
+def test_a_conv_description_is_checked_before_loading(tmp_path: Path) -> None:
+    """The scratch sizes and the flat buffer are the kernels' argument shapes: missing or
+    wrong, the library is refused (a wrong size fails the kernels' own shape checks)."""
+    import keras
+
+    from kerasport.export.tvm import host_target
+    from kerasport.export.tvm.dense_graph import compile_dense_graph
+    from kerasport.export.tvm.keras_layers import tvm_network
+    from kerasport.runtime.backends.tvm import open_tvm_library
+
+    model = CASES["conv2d, max pooling, flatten"](keras)
+    network = tvm_network(model)
+    details = compile_dense_graph(network.nodes, network.num_features, host_target(),
+                                  tmp_path, "c", network.front)
+    library = (tmp_path / "c.so").read_bytes()
+    weights = (tmp_path / "c.weights.bin").read_bytes()
+    features, classes = network.num_features, details["num_classes"]
+    broken = [
+        {k: v for k, v in details.items() if k != "scratch"},
+        {**details, "scratch": [0]},
+        {**details, "scratch": [s + 16 for s in details["scratch"]]},
+        {**details, "buffers": []},
+        {**details, "buffers": [details["buffers"][0] + 16, *details["buffers"][1:]]},
+    ]
+    for description in broken:
+        with pytest.raises(BundleError):
+            open_tvm_library(library, weights, description, features, classes, (12, 11, 3))
+    with pytest.raises(BundleError, match="input shape"):
+        open_tvm_library(library, weights, details, features, classes, (12, 11, 2))
