@@ -129,6 +129,12 @@ CASES: dict[str, Case] = {
         k.layers.GlobalAveragePooling2D(), k.layers.Dense(3, activation="softmax")),
     "one filter, then a Dense graph with a residual block": lambda k: _residual_after_conv(k),
     "a nested convolution block in a functional model": lambda k: _nested_block(k),
+    "the input reshaped into a sequence": lambda k: _seq(
+        k, (24,), k.layers.Reshape((24, 1)), k.layers.Conv1D(8, 3, activation="relu"),
+        k.layers.GlobalAveragePooling1D(), k.layers.Reshape((8,)), k.layers.Dense(3)),
+    "the input reshaped into an image": lambda k: _seq(
+        k, (24,), k.layers.Reshape((4, -1, 2)), k.layers.Conv2D(3, 2, activation="relu"),
+        k.layers.Flatten(), k.layers.Dense(2, activation="sigmoid")),
     "flatten only (an MLP on images)": lambda k: _seq(
         k, (6, 5, 2), k.layers.Flatten(), k.layers.Dense(16, activation="relu"),
         k.layers.Dense(3, activation="softmax")),
@@ -262,6 +268,9 @@ REFUSED: dict[str, tuple[Case, str]] = {
         r"layer 'seg' \(Conv1D\): activation 'softmax'"),
     "a per-position output": (lambda k: _seq(k, (10, 3), k.layers.Conv1D(4, 3)),
                               r"output is per position"),
+    "a reshape of a hidden value": (lambda k: _seq(
+        k, (12,), k.layers.Dense(12), k.layers.Reshape((6, 2), name="r"), k.layers.Conv1D(2, 3),
+        k.layers.Flatten(), k.layers.Dense(3)), r"layer 'r' \(Reshape\): a Reshape compiles"),
     "a 3-D convolution": (lambda k: _seq(
         k, (4, 4, 4, 1), k.layers.Conv3D(2, 2), k.layers.Flatten(), k.layers.Dense(3)),
         r"input is \(batch, features\), \(batch, length, channels\) or"),

@@ -339,7 +339,9 @@ def _apply(
         operands[0].uses += uses - 1  # the same tensor, read by this layer's readers
         return operands[0]
     result: _Value | Spatial
-    if spatial:
+    if kind == "Reshape" and not spatial:
+        result = _reshape(graph, layer, operands[0], uses)
+    elif spatial:
         assert graph.front is not None  # a spatial value comes from a spatial input
         made = graph.front.apply(layer, operands, uses)
         result = made if isinstance(made, Spatial) else _Value(made, uses)
@@ -349,6 +351,28 @@ def _apply(
     for operand in operands:
         operand.uses -= 1
     return result
+
+
+def _reshape(graph: _Graph, layer: Any, value: _Value | Spatial, uses: int) -> _Value | Spatial:
+    """A Reshape of rows of features: to the same row it is the identity; of the model's
+    input to (length, channels) or (h, w, channels), the start of a convolution front (the
+    input row is already the example in Keras' channels_last order)."""
+    assert isinstance(value, _Value)
+    try:
+        shape = tuple(int(n) for n in layer.compute_output_shape((None, value.width))[1:])
+    except (TypeError, ValueError) as exc:
+        raise refuse(layer, f"its target shape {layer.target_shape} does not fit") from exc
+    if shape == (value.width,):
+        value.uses += uses  # the same tensor, read by this layer's readers (one read ends)
+        return value
+    if value.node is not None or value.parts or value.uses != 1 or graph.front is not None or (
+        len(shape) not in (2, 3)
+    ):
+        raise refuse(layer, "a Reshape compiles only as the model's input made into a sequence "
+                     "or an image for the convolution layers after it")
+    grid = Grid(1, *shape) if len(shape) == 2 else Grid(*shape)
+    graph.front = FrontBuilder(grid)
+    return Spatial(grid, uses)
 
 
 def _feature_layer(graph: _Graph, layer: Any, operands: list[_Value], uses: int) -> _Value:
