@@ -7,7 +7,10 @@ size class (70 features, hidden 750-750, 3-class softmax; built with Keras from 
 and trained one epoch on random rows so BatchNormalization statistics move): a
 BatchNormalization MLP, a LayerNormalization MLP, a residual MLP (Add of two Dense outputs),
 a gelu MLP, a silu MLP, and a pre-norm residual MLP (h + Dense(relu(Dense(BatchNorm(h)))),
-the tabular ResNet's block), each with `export_bundle(..., tvm_targets=["auto"])` (this CPU's
+the tabular ResNet's block), and three convolutional classifiers on the convolution route
+(issue "Beyond one model family"'s 2-D CNN of the test zoo, its Conv1D sequence model, and
+Keras' MNIST convnet: 28x28x1, Conv2D 32 and 64 with max pooling, Flatten, Dense 10), each
+with `export_bundle(..., tvm_targets=["auto"])` (this CPU's
 widest target: x86-64-v4 with AVX-512, else x86-64-v3). A model the TVM route refuses is
 exported for ONNX Runtime alone and the refusal printed in its rows. Each bundle then goes
 through `kerasport bench --sections latency` (every engine in its own fresh single-threaded
@@ -102,6 +105,38 @@ def build_family(directory: Path) -> dict[str, Path]:
     return paths
 
 
+def build_cnns(directory: Path) -> dict[str, Path]:
+    """The convolutional classifiers, trained one epoch on seeded random examples."""
+    import keras
+    import numpy as np
+
+    from kerasport.testing_zoo import ZOO
+
+    L = keras.layers
+
+    def mnist(keras: Any) -> Any:
+        return keras.Sequential([
+            keras.Input((28, 28, 1)), L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(),
+            L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(), L.Flatten(),
+            L.Dropout(0.5), L.Dense(10, activation="softmax"),
+        ])
+
+    builders = {"cnn2d": ZOO["cnn2d"].build, "conv1d": ZOO["conv1d"].build, "mnist-cnn": mnist}
+    rng = np.random.default_rng(SEED)
+    paths = {}
+    for name, build in builders.items():
+        keras.utils.set_random_seed(SEED)
+        model = build(keras)
+        shape, classes = tuple(model.input_shape[1:]), int(model.output_shape[-1])
+        x_train = rng.normal(size=(TRAIN_ROWS // 4, *shape)).astype(np.float32)
+        y_train = rng.integers(0, classes, size=TRAIN_ROWS // 4)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
+        paths[name] = directory / f"{name}.keras"
+        model.save(paths[name])
+    return paths
+
+
 def export(model: Path, out: Path) -> tuple[Path, str | None]:
     """The bundle with this CPU's TVM library, or (TVM refused) without one and the reason."""
     from kerasport.errors import ExportError
@@ -141,7 +176,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        models = {"deepvariant": Path(DEFAULT_MODEL), **build_family(Path(tmp))}
+        models = {"deepvariant": Path(DEFAULT_MODEL), **build_family(Path(tmp)),
+                  **build_cnns(Path(tmp))}
         for name, model in models.items():
             print(f"== {name}: export", file=sys.stderr, flush=True)
             bundle, refused = export(model, Path(tmp) / f"{name}-bundle")
@@ -185,7 +221,8 @@ def table(meta: dict[str, Any], figures: dict[str, Any]) -> str:
         return " / ".join(f"{v:.2f}" for v in values)
 
     lines = [
-        "# TVM vs ONNX Runtime across the MLP family (one run, one thread per process)",
+        "# TVM vs ONNX Runtime across the MLP family and three CNNs (one run, one thread "
+        "per process)",
         "",
         f"- CPU: {meta['cpu']} ({meta['cores']} cores); TVM library: {meta['tvm_target']} "
         "(export target `auto`)",

@@ -129,6 +129,9 @@ CASES: dict[str, Case] = {
         k.layers.GlobalAveragePooling2D(), k.layers.Dense(3, activation="softmax")),
     "one filter, then a Dense graph with a residual block": lambda k: _residual_after_conv(k),
     "a nested convolution block in a functional model": lambda k: _nested_block(k),
+    "batch normalization on the channel axis by number": lambda k: _seq(
+        k, (6, 6, 3), k.layers.Conv2D(4, 3), k.layers.BatchNormalization(axis=3),
+        k.layers.Flatten(), k.layers.Dense(3, activation="softmax")),
     "the input reshaped into a sequence": lambda k: _seq(
         k, (24,), k.layers.Reshape((24, 1)), k.layers.Conv1D(8, 3, activation="relu"),
         k.layers.GlobalAveragePooling1D(), k.layers.Reshape((8,)), k.layers.Dense(3)),
@@ -229,6 +232,47 @@ def test_random_cnns_compile_and_match_keras(seed: int, tmp_path: Path) -> None:
     _compare(_random_cnn(keras, seed), tmp_path, seed)
 
 
+def _embedding_model(keras: Any, length: int, vocabulary: int, body: Callable[[Any], list[Any]]
+                     ) -> Any:
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((length,), dtype="int32"),
+                              keras.layers.Embedding(vocabulary, 12), *body(keras.layers)])
+    _randomize(model, 11)
+    return model
+
+
+EMBEDDINGS: dict[str, Callable[[Any], Any]] = {
+    "text CNN": lambda k: _embedding_model(k, 30, 50, lambda L: [
+        L.Dropout(0.2), L.Conv1D(16, 7, strides=3, padding="valid", activation="relu"),
+        L.Conv1D(16, 3, activation="relu"), L.GlobalMaxPooling1D(), L.Dense(8, "relu"),
+        L.Dense(1, activation="sigmoid")]),
+    "averaged embeddings (fastText)": lambda k: _embedding_model(k, 17, 1000, lambda L: [
+        L.GlobalAveragePooling1D(), L.Dense(4, activation="softmax")]),
+    "one categorical feature": lambda k: _embedding_model(k, 1, 7, lambda L: [
+        L.Flatten(), L.Dense(6, activation="relu"), L.Dense(3, activation="softmax")]),
+}
+
+
+@pytest.mark.parametrize("name", list(EMBEDDINGS))
+def test_embedding_models_compile_and_match_keras(name: str, tmp_path: Path) -> None:
+    """Indices through the table, every index of the vocabulary used (the first and the
+    last included), at every row count."""
+    import keras
+
+    from kerasport.export.check import check_agreement
+    from kerasport.export.keras_model import head_kind
+
+    model = EMBEDDINGS[name](keras)
+    runner = _compile(model, tmp_path)
+    vocabulary = int(model.layers[0].input_dim)
+    rng = np.random.default_rng(4)
+    for rows in ROWS:
+        x = rng.integers(0, vocabulary, size=(rows, *model.input_shape[1:])).astype(np.int32)
+        x.reshape(-1)[[0, -1]] = (0, vocabulary - 1)
+        got = runner.run(x)
+        check_agreement(np.asarray(model(x), np.float32), got, 1e-5, head_kind(model))
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
@@ -270,7 +314,17 @@ REFUSED: dict[str, tuple[Case, str]] = {
                               r"output is per position"),
     "a reshape of a hidden value": (lambda k: _seq(
         k, (12,), k.layers.Dense(12), k.layers.Reshape((6, 2), name="r"), k.layers.Conv1D(2, 3),
-        k.layers.Flatten(), k.layers.Dense(3)), r"layer 'r' \(Reshape\): a Reshape compiles"),
+        k.layers.Flatten(), k.layers.Dense(3)), r"layer 'r' \(Reshape\): a Reshape compiles only on the model's input"),
+    "an embedding with a mask": (lambda k: _seq(
+        k, (6,), k.layers.Embedding(9, 4, mask_zero=True, name="e"),
+        k.layers.GlobalAveragePooling1D(), k.layers.Dense(3)),
+        r"layer 'e' \(Embedding\): mask_zero=True"),
+    "batch normalization over positions": (lambda k: _seq(
+        k, (10, 3), k.layers.Conv1D(10, 3), k.layers.BatchNormalization(axis=1, name="bn"),
+        k.layers.Flatten(), k.layers.Dense(3)), r"layer 'bn' \(BatchNormalization\): axis 1"),
+    "prelu per position": (lambda k: _seq(
+        k, (10, 3), k.layers.Conv1D(4, 3), k.layers.PReLU(name="p"), k.layers.Flatten(),
+        k.layers.Dense(3)), r"layer 'p' \(PReLU\): a parameter of shape \(8, 4\)"),
     "a 3-D convolution": (lambda k: _seq(
         k, (4, 4, 4, 1), k.layers.Conv3D(2, 2), k.layers.Flatten(), k.layers.Dense(3)),
         r"input is \(batch, features\), \(batch, length, channels\) or"),

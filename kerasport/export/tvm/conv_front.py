@@ -46,6 +46,7 @@ from kerasport.export.tvm.activations import (
 from kerasport.export.tvm.targets import TvmTarget
 
 FLAT = "F"  # the flat buffer the front writes and the Dense graph reads
+MAX_INDEX = 1 << 24  # indices arrive as float32, exact up to 2**24
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -73,6 +74,15 @@ class Pad:
     bottom: int
     left: int
     right: int
+
+
+@dataclass(frozen=True)
+class Embed:
+    """Embedding: each input value (one channel) indexes a row of `table` [vocabulary,
+    dim]; the runtime refuses an index outside the vocabulary before the kernel runs (the
+    kernel clamps it too, so no call reads outside the table)."""
+
+    table: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,7 @@ class Flatten:
     """The grid as one row of h*w*c features, in Keras' order: the flat output."""
 
 
-Stage = Pad | Conv | Pool | Steps | GlobalPool | Flatten
+Stage = Embed | Pad | Conv | Pool | Steps | GlobalPool | Flatten
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,11 @@ class Front:
 
 def out_grid(stage: Stage, grid: Grid) -> Grid:
     """The grid a stage makes of `grid` (ExportError when nothing is left of it)."""
-    if isinstance(stage, Pad):
+    if isinstance(stage, Embed):
+        if grid.c != 1:
+            raise ExportError(f"an Embedding reads one index per position, not {grid.c}")
+        out = Grid(grid.h, grid.w, int(np.shape(stage.table)[1]))
+    elif isinstance(stage, Pad):
         out = Grid(grid.h + stage.top + stage.bottom, grid.w + stage.left + stage.right, grid.c)
     elif isinstance(stage, Conv):
         kh, kw, _, filters = np.shape(stage.kernel)
@@ -280,6 +294,16 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
             arrays.append((f"CW{index}", np.ascontiguousarray(
                 packed.reshape(k, panels, width).transpose(1, 0, 2))))
             arrays.append((f"CB{index}", _padded(bias, dst.stride)))
+        if isinstance(stage, Embed):
+            table = np.asarray(stage.table)
+            if table.ndim != 2 or not 1 <= table.shape[0] <= MAX_INDEX:
+                raise ExportError(f"{where}: an embedding table of shape {table.shape} is not "
+                                  f"[vocabulary of 1-{MAX_INDEX}, dim]")
+            if not np.all(np.isfinite(table)):
+                raise ExportError(f"{where} has non-finite weights")
+            padded = np.zeros((table.shape[0], dst.stride), dtype=np.float32)
+            padded[:, : grid.c] = table
+            arrays.append((f"CE{index}", padded))
         if isinstance(stage, Pool) and (stage.kind not in ("max", "avg") or min(
                 *stage.size, *stage.strides) < 1 or min(stage.padding) < 0):
             raise ExportError(f"{where}: pooling {stage} is not one the route compiles")
@@ -309,6 +333,19 @@ def _channels(out: Out, depth: int, buffer: _Buffer, lanes: int, c: int) -> tupl
         return depth + 2, f"q * {lanes} + c"
     out(depth, f"for ch in range({c}):")
     return depth + 1, "ch"
+
+
+def _embed(out: Out, depth: int, p: _Planned, lanes: int) -> None:
+    """Each position's row of the table (the index clamped into the table)."""
+    src, dst = p.src, p.dst
+    assert isinstance(p.stage, Embed)
+    last = int(np.shape(p.stage.table)[0]) - 1
+    out(depth, f"for i in range({src.grid.positions}):")
+    index = f"T.max(0, T.min(T.Cast('int32', {src.at('i')}), {last}))"
+    out(depth + 1, f"for q in range({dst.stride // lanes}):")
+    out(depth + 2, f"for c in T.vectorized({lanes}):")
+    out(depth + 3, f"{dst.at(f'i * {dst.stride} + q * {lanes} + c')} = "
+        f"CE{p.index}[{index}, q * {lanes} + c]")
 
 
 def _pad(out: Out, depth: int, p: _Planned, lanes: int) -> None:
@@ -507,7 +544,9 @@ def write_front(out: Out, plan: FrontPlan, target: TvmTarget, extent: str) -> No
     out(1, f"for r in range({extent}):")
     for p in plan.stages:
         stage = p.stage
-        if isinstance(stage, Pad):
+        if isinstance(stage, Embed):
+            _embed(out, 2, p, target.lanes)
+        elif isinstance(stage, Pad):
             _pad(out, 2, p, target.lanes)
         elif isinstance(stage, Conv):
             _conv(out, 2, p, target)

@@ -70,8 +70,9 @@ class Spatial:
 class FrontBuilder:
     """The front's stages so far; a step joins the latest Conv or Steps stage."""
 
-    def __init__(self, grid: Grid) -> None:
+    def __init__(self, grid: Grid, rank: int) -> None:
         self.grid = grid
+        self.rank = rank  # of a spatial value, the batch included: 3 (sequence) or 4 (image)
         self.stages: list[Stage] = []
 
     def front(self) -> Front | None:
@@ -121,7 +122,7 @@ class FrontBuilder:
 
     def _step(self, layer: Any, grid: Grid) -> None:
         """A per-channel step: on the latest Conv or Steps stage, else a new Steps stage."""
-        step, params = step_of(layer, grid.c)
+        step, params = step_of(layer, grid.c, self.rank)
         if any(s.name in ROW_WISE for s in step.steps()):
             raise refuse(layer, f"{step.name} over a spatial value's channels is not compiled; "
                          f"{_WHAT_COMPILES}")

@@ -35,7 +35,7 @@ from kerasport.export.tvm.activations import (
     Activation,
     row_step,
 )
-from kerasport.export.tvm.conv_front import Grid
+from kerasport.export.tvm.conv_front import Embed, Grid, out_grid
 from kerasport.export.tvm.dense_graph import INPUT, Network, Node
 from kerasport.export.tvm.keras_conv import FrontBuilder, Spatial
 from kerasport.export.tvm.keras_steps import (
@@ -220,7 +220,7 @@ def tvm_network(model: Any) -> Network:
     value: _Value | Spatial = _Value(shape[0], 1)
     if len(shape) > 1:
         grid = Grid(1, *shape) if len(shape) == 2 else Grid(*shape)
-        graph.front = FrontBuilder(grid)
+        graph.front = FrontBuilder(grid, len(shape) + 1)
         value = Spatial(grid, 1)
     output = _walk(model, graph, value)
     if isinstance(output, Spatial):
@@ -339,8 +339,8 @@ def _apply(
         operands[0].uses += uses - 1  # the same tensor, read by this layer's readers
         return operands[0]
     result: _Value | Spatial
-    if kind == "Reshape" and not spatial:
-        result = _reshape(graph, layer, operands[0], uses)
+    if kind in ("Reshape", "Embedding") and not spatial:
+        result = _start_front(graph, layer, operands[0], uses)
     elif spatial:
         assert graph.front is not None  # a spatial value comes from a spatial input
         made = graph.front.apply(layer, operands, uses)
@@ -353,26 +353,39 @@ def _apply(
     return result
 
 
-def _reshape(graph: _Graph, layer: Any, value: _Value | Spatial, uses: int) -> _Value | Spatial:
-    """A Reshape of rows of features: to the same row it is the identity; of the model's
-    input to (length, channels) or (h, w, channels), the start of a convolution front (the
-    input row is already the example in Keras' channels_last order)."""
+def _start_front(
+    graph: _Graph, layer: Any, value: _Value | Spatial, uses: int
+) -> _Value | Spatial:
+    """A Reshape or an Embedding of the model's input row: a sequence or an image, the start
+    of a convolution front (the input row is already the example in Keras' channels_last
+    order; an Embedding makes each index a position of `output_dim` channels). A Reshape to
+    the same row is the identity."""
     assert isinstance(value, _Value)
-    try:
-        shape = tuple(int(n) for n in layer.compute_output_shape((None, value.width))[1:])
-    except (TypeError, ValueError) as exc:
-        raise refuse(layer, f"its target shape {layer.target_shape} does not fit") from exc
-    if shape == (value.width,):
-        value.uses += uses  # the same tensor, read by this layer's readers (one read ends)
-        return value
-    if value.node is not None or value.parts or value.uses != 1 or graph.front is not None or (
-        len(shape) not in (2, 3)
-    ):
-        raise refuse(layer, "a Reshape compiles only as the model's input made into a sequence "
-                     "or an image for the convolution layers after it")
-    grid = Grid(1, *shape) if len(shape) == 2 else Grid(*shape)
-    graph.front = FrontBuilder(grid)
-    return Spatial(grid, uses)
+    kind = type(layer).__name__
+    if kind == "Reshape":
+        try:
+            shape = tuple(int(n) for n in layer.compute_output_shape((None, value.width))[1:])
+        except (TypeError, ValueError) as exc:
+            raise refuse(layer, f"its target shape {layer.target_shape} does not fit") from exc
+        if shape == (value.width,):
+            value.uses += uses  # the same tensor, read by this layer's readers (one read ends)
+            return value
+        if len(shape) not in (2, 3):
+            raise refuse(layer, f"a Reshape to {shape} is neither a sequence nor an image")
+    elif getattr(layer, "mask_zero", False):
+        raise refuse(layer, "mask_zero=True (a mask the layers after it would read) is not "
+                     "compiled")
+    if value.node is not None or value.parts or value.uses != 1 or graph.front is not None:
+        raise refuse(layer, f"a {kind} compiles only on the model's input, read by nothing else")
+    if kind == "Reshape":
+        grid = Grid(1, *shape) if len(shape) == 2 else Grid(*shape)
+        graph.front = FrontBuilder(grid, len(shape) + 1)
+        return Spatial(grid, uses)
+    check_not_quantized(layer)
+    graph.front = FrontBuilder(Grid(1, value.width, 1), 3)
+    embed = Embed(array(layer.embeddings))
+    graph.front.stages.append(embed)
+    return Spatial(out_grid(embed, graph.front.grid), uses)
 
 
 def _feature_layer(graph: _Graph, layer: Any, operands: list[_Value], uses: int) -> _Value:

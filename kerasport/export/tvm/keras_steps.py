@@ -51,15 +51,16 @@ def is_step_layer(layer: Any) -> bool:
     return type(layer).__name__ in _STEP_LAYERS
 
 
-def step_of(layer: Any, width: int) -> tuple[Activation, list[np.ndarray]]:
-    """The pipeline step of a single-input layer that is not a Dense, and its arrays."""
+def step_of(layer: Any, width: int, rank: int = 2) -> tuple[Activation, list[np.ndarray]]:
+    """The pipeline step of a single-input layer that is not a Dense, and its arrays, on a
+    value of `rank` axes (the batch included) whose last axis has `width` features."""
     kind = type(layer).__name__
     if kind in _ACTIVATION_LAYERS:
         return _ACTIVATION_LAYERS[kind](layer), []
     if kind == "PReLU":
         return Activation.of("prelu", alpha=0), [_per_feature(layer.alpha, width, layer)]
     if kind == "BatchNormalization":
-        return Activation.of("affine", scale=0, shift=1), list(_batch_norm(layer, width))
+        return Activation.of("affine", scale=0, shift=1), list(_batch_norm(layer, width, rank))
     if kind == "Rescaling":
         scale = _per_feature(layer.scale, width, layer)
         return Activation.of("affine", scale=0, shift=1), [
@@ -99,9 +100,10 @@ def keras_activation(layer: Any, function: Any) -> Activation:
     return Activation(str(name))
 
 
-def check_last_axis(layer: Any, axis: Any) -> None:
+def check_last_axis(layer: Any, axis: Any, rank: int = 2) -> None:
+    """The layer acts on the last axis of a value of `rank` axes (the batch included)."""
     axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
-    if axes not in ([-1], [1]):
+    if axes not in ([-1], [rank - 1]):
         raise refuse(layer, f"axis {axis!r} is not the feature axis")
 
 
@@ -123,19 +125,20 @@ _ACTIVATION_LAYERS = {
 
 
 def _per_feature(value: Any, width: int, layer: Any) -> np.ndarray:
-    """A scalar or per-feature parameter as a vector of `width` (Keras broadcasts it)."""
+    """A scalar or per-feature parameter as a vector of `width` (Keras broadcasts it over
+    the last axis; one that varies along another axis, per position, is refused)."""
     values = array(value)
-    try:
-        return np.broadcast_to(values.reshape(-1) if values.size == width else values,
-                               (width,)).copy()
-    except ValueError as exc:
-        raise refuse(layer, f"a parameter of shape {values.shape} is not per feature") from exc
+    if values.ndim and (any(n != 1 for n in values.shape[:-1]) or values.shape[-1] not in (
+        1, width
+    )):
+        raise refuse(layer, f"a parameter of shape {values.shape} is not per feature")
+    return np.broadcast_to(values.reshape(-1), (width,)).copy()
 
 
-def _batch_norm(layer: Any, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _batch_norm(layer: Any, width: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """Inference BatchNormalization as tf.nn.batch_normalization computes it, in float32:
     inv = rsqrt(var + eps) * gamma; x * inv + (beta - mean * inv)."""
-    check_last_axis(layer, layer.axis)
+    check_last_axis(layer, layer.axis, rank)
     f32 = np.float32
     variance = _per_feature(layer.moving_variance, width, layer).astype(f32)
     inv = f32(1.0) / np.sqrt(variance + f32(layer.epsilon))
