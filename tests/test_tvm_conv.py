@@ -46,15 +46,16 @@ def _randomize(model: Any, seed: int) -> None:
             weight.assign(rng.uniform(0.05, 0.4, weight.shape).astype("float32"))
 
 
-def _compile(model: Any, tmp_path: Path) -> Any:
-    """The model through the route: its network compiled for this CPU and loaded."""
+def _compile(model: Any, tmp_path: Path, target: Any = None) -> Any:
+    """The model through the route: its network compiled for `target` (default this CPU's
+    best) and loaded."""
     from kerasport.export.tvm import host_target
     from kerasport.export.tvm.dense_graph import compile_dense_graph
     from kerasport.export.tvm.keras_layers import tvm_network
     from kerasport.runtime.backends.tvm import open_tvm_library
 
     network = tvm_network(model)
-    details = compile_dense_graph(network.nodes, network.num_features, host_target(),
+    details = compile_dense_graph(network.nodes, network.num_features, target or host_target(),
                                   tmp_path, "c", network.front)
     assert details["route"] == ("conv-graph" if network.front else "dense-graph")
     return open_tvm_library((tmp_path / "c.so").read_bytes(),
@@ -63,15 +64,15 @@ def _compile(model: Any, tmp_path: Path) -> Any:
                             tuple(model.input_shape[1:]))
 
 
-def _compare(model: Any, tmp_path: Path, seed: int = 0, scale: float = 1.0) -> None:
+def _compare(model: Any, tmp_path: Path, seed: int = 0, target: Any = None) -> None:
     from kerasport.export.check import check_agreement
     from kerasport.export.keras_model import head_kind
 
-    runner = _compile(model, tmp_path)
+    runner = _compile(model, tmp_path, target)
     rng = np.random.default_rng(seed)
     shape = tuple(model.input_shape[1:])
     for rows in ROWS:
-        x = (scale * rng.standard_normal((rows, *shape))).astype(np.float32)
+        x = rng.standard_normal((rows, *shape)).astype(np.float32)
         got = runner.run(x)
         check_agreement(np.asarray(model(x), np.float32), got, 1e-5, head_kind(model))
         if rows > 1:
@@ -138,6 +139,22 @@ CASES: dict[str, Case] = {
     "the input reshaped into an image": lambda k: _seq(
         k, (24,), k.layers.Reshape((4, -1, 2)), k.layers.Conv2D(3, 2, activation="relu"),
         k.layers.Flatten(), k.layers.Dense(2, activation="sigmoid")),
+    "a ResNet (identity and projection shortcuts, a merge of three)":
+        lambda k: _resnet(k),
+    "a residual block on the input and a subtract of two branches": lambda k: _branches(k),
+    "depthwise and separable 2-D (multipliers 1 and 2, same and dilated)": lambda k: _seq(
+        k, (12, 12, 3), k.layers.Conv2D(8, 3, activation="relu"),
+        k.layers.DepthwiseConv2D(3, depth_multiplier=2, activation="relu"),
+        k.layers.SeparableConv2D(8, 3, strides=2, padding="same", activation="relu"),
+        k.layers.DepthwiseConv2D(3, padding="same", dilation_rate=2),
+        k.layers.SeparableConv2D(20, 3, depth_multiplier=2), k.layers.BatchNormalization(),
+        k.layers.GlobalAveragePooling2D(), k.layers.Dense(3, activation="softmax")),
+    "separable and depthwise 1-D on the input": lambda k: _seq(
+        k, (24, 3), k.layers.SeparableConv1D(8, 3, activation="relu"),
+        k.layers.DepthwiseConv1D(3, depth_multiplier=2, activation="relu"),
+        k.layers.SeparableConv1D(8, 3, strides=2, padding="same"),
+        k.layers.GlobalAveragePooling1D(), k.layers.Dense(3, activation="softmax")),
+    "a MobileNet v2 block": lambda k: _mobilenet(k),
     "flatten only (an MLP on images)": lambda k: _seq(
         k, (6, 5, 2), k.layers.Flatten(), k.layers.Dense(16, activation="relu"),
         k.layers.Dense(3, activation="softmax")),
@@ -153,6 +170,59 @@ def _residual_after_conv(keras: Any) -> Any:
     x = L.Add()([h, L.Dense(5)(h)])
     model = keras.Model(inputs, L.Dense(3, activation="softmax")(x))
     _randomize(model, 3)
+    return model
+
+
+def _resnet(keras: Any) -> Any:
+    """Keras' ResNet v1 basic blocks: conv-BN-relu-conv-BN + shortcut, relu; the second
+    block halves the grid with a strided 1x1 projection; then three branches averaged."""
+    L = keras.layers
+    keras.utils.set_random_seed(13)
+    inputs = keras.Input((12, 12, 3))
+    x = L.Activation("relu")(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(inputs)))
+
+    def block(x: Any, filters: int, strides: int) -> Any:
+        y = L.Conv2D(filters, 3, strides=strides, padding="same")(x)
+        y = L.Activation("relu")(L.BatchNormalization()(y))
+        y = L.BatchNormalization()(L.Conv2D(filters, 3, padding="same")(y))
+        if strides != 1 or filters != x.shape[-1]:
+            x = L.BatchNormalization()(L.Conv2D(filters, 1, strides=strides)(x))
+        return L.Activation("relu")(L.Add()([x, y]))
+
+    x = block(block(x, 16, 1), 20, 2)
+    x = L.Average()([x, L.Conv2D(20, 1)(x), L.Conv2D(20, 3, padding="same")(x)])
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, L.Dense(5, activation="softmax")(x))
+    _randomize(model, 13)
+    return model
+
+
+def _branches(keras: Any) -> Any:
+    L = keras.layers
+    keras.utils.set_random_seed(17)
+    inputs = keras.Input((20, 5))
+    x = L.Add()([inputs, L.Conv1D(5, 3, padding="same")(inputs)])  # a skip from the input
+    a = L.MaxPooling1D(2)(L.Conv1D(33, 3, padding="same", activation="elu")(x))
+    b = L.AveragePooling1D(2)(L.Conv1D(33, 5, padding="same")(x))
+    x = L.Multiply()([L.Subtract()([b, a]), L.Activation("sigmoid")(a)])
+    model = keras.Model(inputs, L.Dense(3, activation="softmax")(L.Flatten()(x)))
+    _randomize(model, 17)
+    return model
+
+
+def _mobilenet(keras: Any) -> Any:
+    """Inverted residual: 1x1 expand, BN, relu6, 3x3 depthwise, BN, relu6, 1x1 project,
+    BN, Add with the block's input."""
+    L = keras.layers
+    keras.utils.set_random_seed(19)
+    inputs = keras.Input((10, 10, 3))
+    x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(16, 3, strides=2, padding="same")(inputs)))
+    y = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(48, 1)(x)))
+    y = L.ReLU(6.0)(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same")(y)))
+    y = L.BatchNormalization()(L.Conv2D(16, 1, use_bias=False)(y))
+    x = L.GlobalAveragePooling2D()(L.Add()([x, y]))
+    model = keras.Model(inputs, L.Dense(4, activation="softmax")(x))
+    _randomize(model, 19)
     return model
 
 
@@ -175,6 +245,20 @@ def test_convolutional_classifiers_compile_and_match_keras(name: str, tmp_path: 
     _compare(CASES[name](keras), tmp_path)
 
 
+@pytest.mark.parametrize("target", [t.name for t in runnable_targets()])
+@pytest.mark.parametrize("name", [name for name in CASES if name.startswith((
+    "a ResNet", "depthwise and separable 2-D", "conv1d causal", "wide filters"))])
+def test_every_target_this_cpu_runs_compiles_the_convolutions(
+    name: str, target: str, tmp_path: Path
+) -> None:
+    """AVX2's 8 lanes and 4-row tiles pad and tile otherwise than AVX-512's 16 and 8."""
+    import keras
+
+    from kerasport.export.tvm import resolve_targets
+
+    _compare(CASES[name](keras), tmp_path, target=resolve_targets([target])[0])
+
+
 def _random_cnn(keras: Any, seed: int) -> Any:
     """A Sequential CNN from seeded choices: 1-D or 2-D, convolutions of assorted filters,
     kernels, strides, dilations and paddings, pooling, zero padding and per-channel steps,
@@ -191,6 +275,7 @@ def _random_cnn(keras: Any, seed: int) -> Any:
     for _ in range(int(rng.integers(2, 5))):
         choice = rng.choice(["conv", "conv", "pool", "pad", "step"])
         if choice == "conv":
+            kind = str(rng.choice(["Conv", "Conv", "DepthwiseConv", "SeparableConv"]))
             size = int(rng.choice([1, 2, 3]))
             padding = str(rng.choice(["valid", "same"] + ([] if two_d else ["causal"])))
             stride, dilation = int(rng.choice([1, 1, 2])), 1
@@ -198,10 +283,17 @@ def _random_cnn(keras: Any, seed: int) -> Any:
                 dilation = int(rng.choice([1, 2]))
             if padding == "valid" and min(shape) < (size - 1) * dilation + 1:
                 continue
-            layers.append(getattr(L, f"Conv{suffix}")(
-                int(rng.choice([1, 3, 8, 20, 33])), size, strides=stride,
-                dilation_rate=dilation, padding=padding,
-                activation=str(rng.choice(["relu", "linear", "gelu", "elu", "sigmoid"]))))
+            activation = str(rng.choice(["relu", "linear", "gelu", "elu", "sigmoid"]))
+            if padding == "causal" and kind != "Conv":
+                padding = "same"
+            options = dict(strides=stride, dilation_rate=dilation, padding=padding,
+                           activation=activation)
+            if kind == "DepthwiseConv":
+                layers.append(getattr(L, f"DepthwiseConv{suffix}")(
+                    size, depth_multiplier=int(rng.choice([1, 2])), **options))
+            else:
+                layers.append(getattr(L, f"{kind}{suffix}")(
+                    int(rng.choice([1, 3, 8, 20, 33])), size, **options))
             shape = [(n + stride - 1) // stride if padding != "valid"
                      else (n - (size - 1) * dilation - 1) // stride + 1 for n in shape]
         elif choice == "pool" and min(shape) >= 2:
@@ -284,22 +376,32 @@ def _refusal(model: Any) -> str:
     return str(caught.value)
 
 
-def _branch_add(keras: Any) -> Any:
+def _two_flat_outputs(keras: Any) -> Any:
     L = keras.layers
     inputs = keras.Input((8, 8, 3))
     x = L.Conv2D(4, 3, padding="same")(inputs)
-    x = L.Add(name="skip")([x, L.Conv2D(4, 3, padding="same")(x)])
+    x = L.Concatenate()([L.GlobalMaxPooling2D()(x), L.GlobalAveragePooling2D(name="gap")(x)])
+    return keras.Model(inputs, L.Dense(3)(x))
+
+
+def _spatial_concatenation(keras: Any) -> Any:
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = L.Concatenate(name="cat")([L.Conv2D(4, 3)(inputs), L.Conv2D(4, 3)(inputs)])
     return keras.Model(inputs, L.Dense(3)(L.Flatten()(x)))
 
 
 REFUSED: dict[str, tuple[Case, str]] = {
-    "depthwise convolution": (lambda k: _seq(
-        k, (8, 8, 3), k.layers.DepthwiseConv2D(3, name="dw"), k.layers.Flatten(),
-        k.layers.Dense(3)), r"layer 'dw' \(DepthwiseConv2D\)"),
+    "a transposed convolution": (lambda k: _seq(
+        k, (8, 8, 3), k.layers.Conv2DTranspose(3, 2, name="up"), k.layers.Flatten(),
+        k.layers.Dense(3)), r"layer 'up' \(Conv2DTranspose\): on sequences and images"),
     "grouped convolution": (lambda k: _seq(
         k, (8, 8, 4), k.layers.Conv2D(4, 3, groups=2, name="g"), k.layers.Flatten(),
         k.layers.Dense(3)), r"layer 'g' \(Conv2D\): groups=2"),
-    "a residual add of convolutions": (_branch_add, r"layer '\w+' \(Conv2D\).*more than one"),
+    "two flat outputs": (_two_flat_outputs, r"layer 'gap' \(GlobalAveragePooling2D\): the "
+                         r"convolution route has one flat output"),
+    "a concatenation of spatial values": (_spatial_concatenation,
+                                          r"layer 'cat' \(Concatenate\): on sequences"),
     "layer normalization over channels": (lambda k: _seq(
         k, (10, 3), k.layers.Conv1D(4, 3), k.layers.LayerNormalization(name="ln"),
         k.layers.Flatten(), k.layers.Dense(3)), r"layer 'ln' \(LayerNormalization\)"),
@@ -314,7 +416,8 @@ REFUSED: dict[str, tuple[Case, str]] = {
                               r"output is per position"),
     "a reshape of a hidden value": (lambda k: _seq(
         k, (12,), k.layers.Dense(12), k.layers.Reshape((6, 2), name="r"), k.layers.Conv1D(2, 3),
-        k.layers.Flatten(), k.layers.Dense(3)), r"layer 'r' \(Reshape\): a Reshape compiles only on the model's input"),
+        k.layers.Flatten(), k.layers.Dense(3)),
+        r"layer 'r' \(Reshape\): a Reshape compiles only on the model's input"),
     "an embedding with a mask": (lambda k: _seq(
         k, (6,), k.layers.Embedding(9, 4, mask_zero=True, name="e"),
         k.layers.GlobalAveragePooling1D(), k.layers.Dense(3)),

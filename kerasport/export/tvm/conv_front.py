@@ -1,4 +1,4 @@
-"""The convolution route: a chain of convolution and pooling stages in front of a Dense graph.
+"""The convolution route: a graph of convolution and pooling stages in front of a Dense graph.
 
 Why a template again: TVM's untuned conv2d on CPU is plain loop code and tuning takes hours
 (docs/tvm-notes.md), while a convolution over a fixed example shape is the same register-
@@ -9,9 +9,12 @@ Conv1D/Conv2D stage runs per example, as the Dense kernel does per batch of rows
 - a register tile of up to `acc_registers` vectors: a run of output positions along the row
   x a group of panels, the reduction over (kh, kw, cin) outside the unrolled tile, each
   input value broadcast from the window (no im2col buffer);
-- bias and the stage's elementwise and per-channel steps (activation, BatchNormalization,
-  ...) applied on the tile, as for a Dense node.
-Pooling (max, average, global) and zero padding are short vectorized passes over channels.
+- bias and the stage's elementwise, per-channel and merge steps (activation,
+  BatchNormalization, a residual Add, ...) applied on the tile, as for a Dense node.
+A depthwise convolution tiles a run of positions x one vector of channels. Pooling (max,
+average, global), zero padding and an Embedding's lookup are short vectorized passes over
+channels. Stages form a graph: each reads an earlier stage, and merge steps (a residual Add)
+read other earlier stages at the same position and channel.
 Each example's stages run one after another in small per-call scratch buffers (one example
 at a time, so they stay in cache and do not grow with the batch); the last stage (Flatten or
 a global pooling) writes the example's row of the flat buffer `F`, which the Dense graph
@@ -46,6 +49,7 @@ from kerasport.export.tvm.activations import (
 from kerasport.export.tvm.targets import TvmTarget
 
 FLAT = "F"  # the flat buffer the front writes and the Dense graph reads
+INPUT = -1  # a stage's source: the model's input
 MAX_INDEX = 1 << 24  # indices arrive as float32, exact up to 2**24
 
 
@@ -99,6 +103,20 @@ class Conv:
 
 
 @dataclass(frozen=True)
+class Depthwise:
+    """DepthwiseConv1D/2D (and a SeparableConv's first half) with "valid" padding: kernel
+    [kh, kw, cin, multiplier], output channel ci * multiplier + j as TensorFlow orders them,
+    then `activation` with per-channel `params`."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    strides: tuple[int, int]
+    dilation: tuple[int, int]
+    activation: ActivationSpec
+    params: tuple[np.ndarray, ...] = ()
+
+
+@dataclass(frozen=True)
 class Pool:
     """MaxPooling/AveragePooling; `padding` (top, bottom, left, right) clips windows at the
     grid's edge, as Keras' "same" does (an average counts only the values inside)."""
@@ -130,15 +148,23 @@ class Flatten:
     """The grid as one row of h*w*c features, in Keras' order: the flat output."""
 
 
-Stage = Embed | Pad | Conv | Pool | Steps | GlobalPool | Flatten
+Stage = Embed | Pad | Conv | Depthwise | Pool | Steps | GlobalPool | Flatten
+TILED = (Conv, Depthwise)  # stages computed on a register tile, with steps of their own
+WITH_STEPS = (Conv, Depthwise, Steps)
 
 
 @dataclass(frozen=True)
 class Front:
-    """The stages from the model's input grid to its flat features."""
+    """The stages from the model's input grid to its flat features, run in order: stage i
+    reads stage `sources[i]` (INPUT: the model's input; no sources: each reads the one
+    before it), and its merge steps read earlier stages of its grid."""
 
     grid: Grid
     stages: tuple[Stage, ...]
+    sources: tuple[int, ...] = ()
+
+    def source(self, index: int) -> int:
+        return self.sources[index] if self.sources else index - 1
 
 
 def out_grid(stage: Stage, grid: Grid) -> Grid:
@@ -149,11 +175,12 @@ def out_grid(stage: Stage, grid: Grid) -> Grid:
         out = Grid(grid.h, grid.w, int(np.shape(stage.table)[1]))
     elif isinstance(stage, Pad):
         out = Grid(grid.h + stage.top + stage.bottom, grid.w + stage.left + stage.right, grid.c)
-    elif isinstance(stage, Conv):
-        kh, kw, _, filters = np.shape(stage.kernel)
+    elif isinstance(stage, TILED):
+        kh, kw, cin, filters = np.shape(stage.kernel)
         (sh, sw), (dh, dw) = stage.strides, stage.dilation
+        channels = int(filters) * (int(cin) if isinstance(stage, Depthwise) else 1)
         out = Grid((grid.h - (kh - 1) * dh - 1) // sh + 1,
-                   (grid.w - (kw - 1) * dw - 1) // sw + 1, int(filters))
+                   (grid.w - (kw - 1) * dw - 1) // sw + 1, channels)
     elif isinstance(stage, Pool):
         (ph, pw), (sh, sw), (t, b, left, right) = stage.size, stage.strides, stage.padding
         out = Grid((grid.h + t + b - ph) // sh + 1, (grid.w + left + right - pw) // sw + 1, grid.c)
@@ -209,6 +236,26 @@ class FrontPlan:
     arrays: tuple[tuple[str, np.ndarray], ...]  # (buffer name, packed array)
 
     @property
+    def slack(self) -> int:
+        """Floats allocated past each scratch buffer's last position: a merge reads another
+        stage's value at this stage's columns, and a convolution's panels may pad wider than
+        the stride of the value it merges, so its padded lanes read (and discard) up to
+        that many floats past the other buffer's end."""
+        return max(p.dst.stride for p in self.stages)
+
+    def allocated(self, buffer: _Buffer) -> int:
+        return buffer.size + self.slack
+
+    def cell(self, p: _Planned, position: str, channel: str) -> Cell:
+        """The loads a stage's steps read at (position, channel): a merged stage's value
+        at the same place, and the stage's own per-channel arrays."""
+        def merged(source: int) -> str:
+            buffer = self.stages[source].dst
+            return buffer.at(f"({position}) * {buffer.stride} + {channel}")
+
+        return Cell(merged, lambda param: f"CP{p.index}_{param}[{channel}]")
+
+    @property
     def num_features(self) -> int:
         """The model's input width (one example, flattened)."""
         grid = self.front.grid
@@ -220,17 +267,24 @@ class FrontPlan:
         return self.flat.grid.c
 
 
-def _activation(stage: Stage, where: str, channels: int) -> Activation:
-    """A stage's steps: elementwise and per-channel only (no merge, no row-wise step)."""
-    spec = stage.activation if isinstance(stage, (Conv, Steps)) else "linear"
+def _activation(
+    stage: Stage, where: str, grid: Grid, index: int, planned: list[_Planned]
+) -> Activation:
+    """A stage's steps: elementwise, per-channel and merges of earlier stages of its grid
+    (no row-wise step)."""
+    spec = stage.activation if isinstance(stage, WITH_STEPS) else "linear"
     try:
         activation = as_activation(spec)
     except ExportError as exc:
         raise ExportError(f"{where}: {exc}") from None
-    if merge_sources(activation) or row_step(activation) is not None:
-        raise ExportError(f"{where}: a convolution stage takes elementwise and per-channel "
-                          f"steps only, not {activation}")
-    params = stage.params if isinstance(stage, (Conv, Steps)) else ()
+    if row_step(activation) is not None:
+        raise ExportError(f"{where}: a convolution stage takes no row-wise step ({activation})")
+    channels = grid.c
+    for source in merge_sources(activation):
+        if not 0 <= source < index or planned[source].dst.grid != grid or planned[source].dst.rows:
+            raise ExportError(f"{where}: a merge reads stage {source}, which is not an earlier "
+                              f"stage of its grid {grid}")
+    params = stage.params if isinstance(stage, WITH_STEPS) else ()
     count = param_count(activation)
     if len(params) != count or any(np.shape(p) != (channels,) for p in params):
         raise ExportError(f"{where}: its steps read {count} arrays of {channels} channels")
@@ -256,19 +310,24 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
         raise ExportError("a convolution front must end in Flatten or a global pooling")
     if any(isinstance(s, (Flatten, GlobalPool)) for s in stages[:-1]):
         raise ExportError("a convolution front has one flat output, its last stage")
+    if front.sources and len(front.sources) != len(stages):
+        raise ExportError("a convolution front names a source for each stage")
     lanes = target.lanes
-    src = _Buffer("X", front.grid, front.grid.c, rows=True)
+    source_x = _Buffer("X", front.grid, front.grid.c, rows=True)
     planned: list[_Planned] = []
     scratch: list[_Buffer] = []
     arrays: list[tuple[str, np.ndarray]] = []
-    index = 0
-    while stages:
-        stage = stages[0]
-        if isinstance(stage, (Pool, Steps, GlobalPool)) and src.stride % lanes:
-            stage = Pad(0, 0, 0, 0)  # restride for whole-vector passes
-        else:
-            stages.pop(0)
+    for index, stage in enumerate(stages):
         where = f"convolution stage {index} ({type(stage).__name__})"
+        source = front.source(index)
+        if not INPUT <= source < index:
+            raise ExportError(f"{where} reads stage {source}, not an earlier one")
+        src = source_x if source == INPUT else planned[source].dst
+        if src.rows and src.name == FLAT:
+            raise ExportError(f"{where} reads the flat output")
+        if isinstance(stage, (Pool, Steps, GlobalPool, Depthwise)) and src.stride % lanes:
+            raise ExportError(f"{where} reads whole vectors of channels: copy the input to a "
+                              "padded stride first (a Pad stage of no padding)")
         grid = out_grid(stage, src.grid)
         if isinstance(stage, (Flatten, GlobalPool)):
             dst = _Buffer(FLAT, grid, round_up(grid.c, lanes), rows=True)
@@ -276,15 +335,21 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
             dst = _Buffer(f"S{index}", grid, 0)
         else:
             dst = _Buffer(f"S{index}", grid, round_up(grid.c, lanes))
-        activation = _activation(stage, where, grid.c)
+        activation = _activation(stage, where, grid, index, planned)
         width = panels = 0
-        if isinstance(stage, Conv):
+        if isinstance(stage, TILED):
             kernel, bias = np.asarray(stage.kernel), np.asarray(stage.bias)
             if kernel.ndim != 4 or kernel.shape[2] != src.grid.c or bias.shape != (grid.c,):
                 raise ExportError(f"{where}: kernel {kernel.shape} and bias {bias.shape} do "
                                   f"not fit {src.grid.c} input channels")
             if not (np.all(np.isfinite(kernel)) and np.all(np.isfinite(bias))):
                 raise ExportError(f"{where} has non-finite weights")
+        if isinstance(stage, Depthwise):
+            taps = kernel.shape[0] * kernel.shape[1]
+            packed = np.zeros((taps, dst.stride), dtype=np.float32)
+            packed[:, : grid.c] = kernel.reshape(taps, grid.c)  # column ci * m + j
+            arrays += [(f"CD{index}", packed), (f"CB{index}", _padded(bias, dst.stride))]
+        if isinstance(stage, Conv):
             width = target.panel_width(grid.c)
             panels = -(-grid.c // width)
             dst = _Buffer(dst.name, grid, width * panels)
@@ -309,14 +374,12 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
             raise ExportError(f"{where}: pooling {stage} is not one the route compiles")
         if isinstance(stage, GlobalPool) and stage.kind not in ("max", "avg"):
             raise ExportError(f"{where}: global pooling {stage.kind!r} is not compiled")
-        params = stage.params if isinstance(stage, (Conv, Steps)) else ()
+        params = stage.params if isinstance(stage, WITH_STEPS) else ()
         arrays += [(f"CP{index}_{p}", _padded(a, dst.stride)) for p, a in enumerate(params)]
         planned.append(_Planned(stage, index, src, dst, activation, width, panels))
         if not dst.rows:
             scratch.append(dst)
-        src = dst
-        index += 1
-    return FrontPlan(front, tuple(planned), tuple(scratch), src, tuple(arrays))
+    return FrontPlan(front, tuple(planned), tuple(scratch), planned[-1].dst, tuple(arrays))
 
 
 # --- TVMScript text ---------------------------------------------------------------------------
@@ -327,8 +390,8 @@ Out = Any  # dense_graph._Writer: out(depth, line)
 def _channels(out: Out, depth: int, buffer: _Buffer, lanes: int, c: int) -> tuple[int, str]:
     """Open a loop over a position's channels: whole vectors when the stride allows, else
     one true channel at a time; returns the new depth and the channel expression."""
-    if buffer.stride % lanes == 0:
-        out(depth, f"for q in range({buffer.stride // lanes}):")
+    if buffer.stride % lanes == 0:  # the vectors holding true channels (strides differ)
+        out(depth, f"for q in range({-(-c // lanes)}):")
         out(depth + 1, f"for c in T.vectorized({lanes}):")
         return depth + 2, f"q * {lanes} + c"
     out(depth, f"for ch in range({c}):")
@@ -370,7 +433,7 @@ def conv_tile(p: _Planned, target: TvmTarget) -> tuple[int, int]:
     return max(1, min(wo, target.acc_registers // (group * vecs))), group
 
 
-def _conv(out: Out, depth: int, p: _Planned, target: TvmTarget) -> None:
+def _conv(out: Out, depth: int, plan: FrontPlan, p: _Planned, target: TvmTarget) -> None:
     stage, src, dst = p.stage, p.src, p.dst
     assert isinstance(stage, Conv)
     lanes, i = target.lanes, p.index
@@ -410,8 +473,8 @@ def _conv(out: Out, depth: int, p: _Planned, target: TvmTarget) -> None:
             def col(j: int, v: int, panel0: str = panel0) -> str:
                 return f"({panel0} + {j}) * {p.width} + {v * lanes} + c"
 
-            def pos(x: int, x0: str = x0) -> str:
-                return f"(oy * {dst.grid.w} + {x0} + {x}) * {dst.stride}"
+            def pos(x: int | str, x0: str = x0) -> str:
+                return f"oy * {dst.grid.w} + {x0} + {x}"
 
             for x, j, v in tiles:
                 out(inner, f"for c in T.vectorized({lanes}):")
@@ -427,45 +490,88 @@ def _conv(out: Out, depth: int, p: _Planned, target: TvmTarget) -> None:
                     f"CW{i}[{panel0} + {j}, (ky * {kw} + kx) * {cin} + ci, {v * lanes} + c]")
             for x, j, v in tiles:
                 out(inner, f"for c in T.vectorized({lanes}):")
-                cell = _cell(i, col(j, v))
                 value = f"{acc(x, j, v)}[c]"
                 if not long_steps:
-                    value = tile_code(value, steps, cell)[1]
-                out(inner + 1, f"{dst.at(f'{pos(x)} + {col(j, v)}')} = {value}")
+                    value = tile_code(value, steps, plan.cell(p, pos(x), col(j, v)))[1]
+                out(inner + 1, f"{dst.at(f'({pos(x)}) * {dst.stride} + {col(j, v)}')} = {value}")
             if long_steps:  # long pipelines in a rolled loop (see dense_graph._tile)
                 out(inner, f"for ax in range({width}):")
                 out(inner + 1, f"for aq in range({size * vecs}):")
                 column = f"{panel0} * {p.width} + aq * {lanes} + c"
-                _vector_steps(out, inner + 2, p, lanes, dst,
-                              f"(oy * {dst.grid.w} + {x0} + ax) * {dst.stride} + {column}",
-                              column, steps)
+                _vector_steps(out, inner + 2, plan, p, lanes, pos("ax"), column, steps)
 
 
-def _cell(index: int, channel: str) -> Cell:
-    def no_merge(source: int) -> str:  # plan_front refuses merges
-        raise ExportError("a convolution stage has no merge operand")
-
-    return Cell(no_merge, lambda param: f"CP{index}_{param}[{channel}]")
+def depthwise_tile(p: _Planned, target: TvmTarget) -> int:
+    """Output positions of a depthwise convolution's register tile (one vector each)."""
+    return max(1, min(p.dst.grid.w, target.tile_rows))
 
 
-def _vector_steps(out: Out, depth: int, p: _Planned, lanes: int, buffer: _Buffer, at: str,
-                  channel: str, steps: list[Activation]) -> None:
-    """buffer[at] = steps(buffer[at]) over one vector (lane variable c), in place."""
-    lines, value = tile_code(buffer.at(at), steps, _cell(p.index, channel))
+def _depthwise(out: Out, depth: int, plan: FrontPlan, p: _Planned, target: TvmTarget) -> None:
+    """Each vector of output channels over a run of positions: acc += window * tap, the
+    input channel of output channel o being o // multiplier."""
+    stage, src, dst = p.stage, p.src, p.dst
+    assert isinstance(stage, Depthwise)
+    lanes, i = target.lanes, p.index
+    kh, kw, _, multiplier = np.shape(stage.kernel)
+    (sh, sw), (dh, dw) = stage.strides, stage.dilation
+    positions = depthwise_tile(p, target)
+    runs, tail = divmod(dst.grid.w, positions)
+    steps = tile_steps(p.activation)
+    channel = f"q * {lanes} + c"
+    source = channel if multiplier == 1 else f"({channel}) // {multiplier}"
+    out(depth, f"for oy in range({dst.grid.h}):")
+    pieces = [(f"ox * {positions}", positions, runs)] if runs else []
+    if tail:
+        pieces.append((str(runs * positions), tail, 1))
+    for x0, width, loops in pieces:
+        inner = depth + 1
+        if loops > 1:
+            out(inner, f"for ox in range({loops}):")
+            inner += 1
+        elif x0.startswith("ox"):
+            x0 = "0"
+        out(inner, f"for q in range({-(-dst.grid.c // lanes)}):")
+        inner += 1
+        for x in range(width):
+            out(inner, f"for c in T.vectorized({lanes}):")
+            out(inner + 1, f"acc_{x}_0_0[c] = CB{i}[{channel}]")
+        out(inner, f"for ky in range({kh}):")
+        out(inner + 1, f"for kx in range({kw}):")
+        for x in range(width):
+            window = (f"((oy * {sh} + ky * {dh}) * {src.grid.w} + ({x0} + {x}) * {sw} "
+                      f"+ kx * {dw}) * {src.stride} + {source}")
+            out(inner + 2, f"for c in T.vectorized({lanes}):")
+            out(inner + 3, f"acc_{x}_0_0[c] = acc_{x}_0_0[c] + {src.at(window)} * "
+                f"CD{i}[ky * {kw} + kx, {channel}]")
+        for x in range(width):
+            position = f"oy * {dst.grid.w} + {x0} + {x}"
+            lines, value = tile_code(f"acc_{x}_0_0[c]", steps, plan.cell(p, position, channel))
+            out(inner, f"for c in T.vectorized({lanes}):")
+            for line in lines:
+                out(inner + 1, line)
+            out(inner + 1, f"{dst.at(f'({position}) * {dst.stride} + {channel}')} = {value}")
+
+
+def _vector_steps(out: Out, depth: int, plan: FrontPlan, p: _Planned, lanes: int,
+                  position: str, channel: str, steps: list[Activation]) -> None:
+    """The stage's value at (position, channel) through `steps` over one vector (lane
+    variable c), in place."""
+    at = p.dst.at(f"({position}) * {p.dst.stride} + {channel}")
+    lines, value = tile_code(at, steps, plan.cell(p, position, channel))
     out(depth, f"for c in T.vectorized({lanes}):")
     for line in lines:
         out(depth + 1, line)
-    out(depth + 1, f"{buffer.at(at)} = {value}")
+    out(depth + 1, f"{at} = {value}")
 
 
-def _steps(out: Out, depth: int, p: _Planned, lanes: int) -> None:
+def _steps(out: Out, depth: int, plan: FrontPlan, p: _Planned, lanes: int) -> None:
     """A Steps stage: the source through its steps, vector by vector."""
     src, dst = p.src, p.dst
     steps = tile_steps(p.activation)
     out(depth, f"for i in range({src.grid.positions}):")
     out(depth + 1, f"for q in range({dst.stride // lanes}):")
     lines, value = tile_code(src.at(f"i * {src.stride} + q * {lanes} + c"), steps,
-                             _cell(p.index, f"q * {lanes} + c"))
+                             plan.cell(p, "i", f"q * {lanes} + c"))
     out(depth + 2, f"for c in T.vectorized({lanes}):")
     for line in lines:
         out(depth + 3, line)
@@ -549,11 +655,13 @@ def write_front(out: Out, plan: FrontPlan, target: TvmTarget, extent: str) -> No
         elif isinstance(stage, Pad):
             _pad(out, 2, p, target.lanes)
         elif isinstance(stage, Conv):
-            _conv(out, 2, p, target)
+            _conv(out, 2, plan, p, target)
+        elif isinstance(stage, Depthwise):
+            _depthwise(out, 2, plan, p, target)
         elif isinstance(stage, Pool):
             _pool(out, 2, p, target.lanes)
         elif isinstance(stage, Steps):
-            _steps(out, 2, p, target.lanes)
+            _steps(out, 2, plan, p, target.lanes)
         elif isinstance(stage, GlobalPool):
             _global_pool(out, 2, p, target.lanes)
         else:
@@ -570,6 +678,8 @@ def lane_buffers(plan: FrontPlan, target: TvmTarget) -> set[str]:
             positions, group = conv_tile(p, target)
             names.update(f"acc_{x}_{j}_{v}" for x in range(positions) for j in range(group)
                          for v in range(p.width // target.lanes))
+        if isinstance(p.stage, Depthwise):
+            names.update(f"acc_{x}_0_0" for x in range(depthwise_tile(p, target)))
     return names | {f"act{i}" for i in range(acts)}
 
 
@@ -578,6 +688,7 @@ def describe(plan: FrontPlan) -> list[dict[str, Any]]:
     described = []
     for p in plan.stages:
         entry: dict[str, Any] = {"kind": type(p.stage).__name__.lower(),
+                                 "source": plan.front.source(p.index),
                                  "in": [p.src.grid.h, p.src.grid.w, p.src.grid.c],
                                  "out": [p.dst.grid.h, p.dst.grid.w, p.dst.grid.c]}
         if not p.activation.is_linear:

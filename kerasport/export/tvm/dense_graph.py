@@ -410,7 +410,7 @@ def _kernel_source(
         for name, array in front.arrays:
             match(name.lower(), name, str(tuple(array.shape)))
         for scratch in front.scratch:
-            match(scratch.name.lower(), scratch.name, f"({scratch.size},)")
+            match(scratch.name.lower(), scratch.name, f"({front.allocated(scratch)},)")
         match(front.flat.name.lower(), front.flat.name, f"({extent}, {front.flat.stride})")
     for i, plan in enumerate(plans):
         if plan.dense:
@@ -574,7 +574,7 @@ def compile_dense_graph(
         # The front's per-call scratch buffers (one example, whatever the rows), then its
         # flat output, a (rows, width) buffer before h0.
         description["front"] = describe(fplan)
-        description["scratch"] = [buffer.size for buffer in fplan.scratch]
+        description["scratch"] = [fplan.allocated(buffer) for buffer in fplan.scratch]
         description["buffers"] = [fplan.flat.stride, *(plan.padded for plan in plans[:-1])]
     return description
 

@@ -3,13 +3,15 @@
 A model whose input is a sequence (batch, length, channels) or an image (batch, h, w,
 channels) starts with a chain of spatial layers, read here into `conv_front` stages:
 Conv1D/Conv2D (any strides and dilation, "valid", "same" or "causal" padding, groups=1),
+DepthwiseConv1D/2D and SeparableConv1D/2D (any depth multiplier),
 MaxPooling and AveragePooling 1D/2D, ZeroPadding 1D/2D, and per-channel steps (activations,
 activation layers, BatchNormalization, Rescaling, Normalization, PReLU shared over
-positions), until Flatten or a global pooling makes the example one row of features, which
-the Dense graph (keras_layers.py) then reads. Layers that are the identity at inference
-(Dropout, SpatialDropout, ...) are skipped. Anything else on a spatial value, a branch or a
-merge of spatial values, or channels_first data, is refused by name: the route never
-guesses.
+positions) and merges of values of one shape (Add, Subtract, Multiply, Average, Maximum,
+Minimum: residual blocks, projection shortcuts, branches), until Flatten or a global pooling
+makes the example one row of features, which the Dense graph (keras_layers.py) then reads.
+Layers that are the identity at inference (Dropout, SpatialDropout, ...) are skipped.
+Anything else on a spatial value (a Concatenate, a second flat output, channels_first data)
+is refused by name: the route never guesses.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from kerasport.errors import ExportError
 from kerasport.export.tvm.activations import ROW_WISE, Activation, as_activation
 from kerasport.export.tvm.conv_front import (
+    INPUT,
+    WITH_STEPS,
     Conv,
+    Depthwise,
     Flatten,
     Front,
     GlobalPool,
@@ -33,16 +39,21 @@ from kerasport.export.tvm.conv_front import (
     out_grid,
 )
 from kerasport.export.tvm.keras_steps import (
+    MERGE_LAYERS,
     array,
     check_not_quantized,
     is_step_layer,
     keras_activation,
+    merge_steps,
     refuse,
     step_of,
     with_step,
 )
 
-_CONVS = {"Conv1D": 1, "Conv2D": 2}
+_CONVS = {
+    "Conv1D": 1, "Conv2D": 2, "DepthwiseConv1D": 1, "DepthwiseConv2D": 2,
+    "SeparableConv1D": 1, "SeparableConv2D": 2,
+}
 _POOLS = {
     "MaxPooling1D": ("max", 1), "MaxPooling2D": ("max", 2),
     "AveragePooling1D": ("avg", 1), "AveragePooling2D": ("avg", 2),
@@ -53,86 +64,162 @@ _GLOBAL_POOLS = {
 }
 _PADDINGS = {"ZeroPadding1D": 1, "ZeroPadding2D": 2}
 _WHAT_COMPILES = (
-    "on sequences and images it compiles Conv1D/Conv2D, MaxPooling, AveragePooling, "
-    "ZeroPadding, per-channel steps, then Flatten or a global pooling before the Dense layers"
+    "on sequences and images it compiles Conv1D/Conv2D, DepthwiseConv, SeparableConv, "
+    "MaxPooling, AveragePooling, "
+    "ZeroPadding, per-channel steps and merges, then Flatten or a global pooling before the "
+    "Dense layers"
 )
 
 
 @dataclass
 class Spatial:
-    """A spatial value of the model (the input, or the front's latest stage's output);
-    `uses` counts the layers still to read it."""
+    """A spatial value of the model: the input (stage INPUT) or stage `stage`'s output after
+    its first `steps` steps; `uses` counts the layers still to read it."""
 
     grid: Grid
     uses: int
+    stage: int = INPUT
+    steps: int = 0
 
 
 class FrontBuilder:
-    """The front's stages so far; a step joins the latest Conv or Steps stage."""
+    """The front's stages so far, each reading an earlier one. As in the Dense graph, a step
+    joins the Conv or Steps stage that computed its input only when nothing else reads that
+    value (else a Steps stage copies it), and a stage that was read takes no more steps, so
+    a residual block (x + f(x)) or a branch read twice stays exact."""
 
     def __init__(self, grid: Grid, rank: int) -> None:
         self.grid = grid
         self.rank = rank  # of a spatial value, the batch included: 3 (sequence) or 4 (image)
         self.stages: list[Stage] = []
+        self.sources: list[int] = []
+        self.counts: list[int] = []  # steps taken by each stage
+        self.closed: set[int] = set()  # stages whose output was read
+        self.flat = False  # the flat output is made: nothing may follow it
 
     def front(self) -> Front | None:
         """The finished front; None when it only flattens the input (the Dense graph then
         reads the input row as it is)."""
         if [type(s) for s in self.stages] == [Flatten]:
             return None
-        return Front(self.grid, tuple(self.stages))
+        return Front(self.grid, tuple(self.stages), tuple(self.sources))
+
+    def add(self, stage: Stage, value: Spatial, uses: int, layer: Any) -> Spatial:
+        """A new stage reading `value`."""
+        if self.flat:
+            raise refuse(layer, "the convolution route has one flat output (one Flatten or "
+                         "global pooling), and nothing spatial after it")
+        grid = _grid_after(layer, stage, value.grid)
+        self.sources.append(self._read(value))
+        self.stages.append(stage)
+        self.counts.append(0)
+        return Spatial(grid, uses, len(self.stages) - 1)
+
+    def _read(self, value: Spatial) -> int:
+        """The stage holding `value`, which takes no more steps."""
+        if value.stage != INPUT:
+            if self.counts[value.stage] != value.steps:  # pragma: no cover - uses forbid it
+                raise ExportError("internal error: a value was read after its stage moved on")
+            self.closed.add(value.stage)
+        return value.stage
+
+    def _open(self, value: Spatial) -> bool:
+        """Whether a step on `value` may join the stage that computed it."""
+        return (value.stage != INPUT and value.uses == 1 and value.stage not in self.closed
+                and isinstance(self.stages[value.stage], WITH_STEPS)
+                and self.counts[value.stage] == value.steps)
+
+    def _vectors(self, value: Spatial, layer: Any) -> Spatial:
+        """`value` where whole vectors of channels can be read: the input (a row of its own
+        stride) is first copied to a padded stride."""
+        if value.stage != INPUT:
+            return value
+        return self.add(Pad(0, 0, 0, 0), value, 1, layer)
 
     def apply(self, layer: Any, operands: list[Any], uses: int) -> Spatial | int:
-        """One layer call on a spatial value: the next value, or the flat width when the
+        """One layer call on spatial values: the next value, or the flat width when the
         layer ends the front."""
         kind = type(layer).__name__
-        if len(operands) != 1 or not isinstance(operands[0], Spatial):
-            raise refuse(layer, "the convolution route compiles a chain of spatial layers, "
-                         "not a merge of spatial values")
-        value = operands[0]
-        if value.uses != 1:
-            raise refuse(layer, "the convolution route compiles a chain of spatial layers: "
-                         "this value is read by more than one layer")
+        if not all(isinstance(o, Spatial) for o in operands):
+            raise refuse(layer, "it mixes spatial values and rows of features")
         _check_channels_last(layer)
-        stages: list[Stage]
+        if kind in MERGE_LAYERS:
+            return self._merge(layer, operands, uses)
+        if len(operands) != 1:
+            raise refuse(layer, _WHAT_COMPILES)
+        value = operands[0]
+        if is_step_layer(layer):
+            return self._step(layer, value, uses)
         if kind in _CONVS:
+            if kind.startswith(("Depthwise", "Separable")):
+                value = self._vectors(value, layer)  # the depthwise half reads vectors
             stages = _conv(layer, value.grid, _CONVS[kind])
         elif kind in _POOLS:
-            stages = [_pool(layer, value.grid, *_POOLS[kind])]
+            value, stages = self._vectors(value, layer), [_pool(layer, value.grid, *_POOLS[kind])]
         elif kind in _PADDINGS:
             stages = [_zero_padding(layer, _PADDINGS[kind])]
         elif kind in _GLOBAL_POOLS:
             if getattr(layer, "keepdims", False):
                 raise refuse(layer, "keepdims=True is not compiled")
-            stages = [GlobalPool(_GLOBAL_POOLS[kind])]
+            value, stages = self._vectors(value, layer), [GlobalPool(_GLOBAL_POOLS[kind])]
         elif kind == "Flatten":
             stages = [Flatten()]
-        elif is_step_layer(layer):
-            self._step(layer, value.grid)
-            return Spatial(value.grid, uses)
         else:
             raise refuse(layer, _WHAT_COMPILES)
-        grid = value.grid
         for stage in stages:
-            grid = _grid_after(layer, stage, grid)
-        self.stages += stages
+            value = self.add(stage, value, uses if stage is stages[-1] else 1, layer)
         if isinstance(stages[-1], (Flatten, GlobalPool)):
-            return grid.c
-        return Spatial(grid, uses)
+            self.flat = True
+            return value.grid.c
+        return value
 
-    def _step(self, layer: Any, grid: Grid) -> None:
-        """A per-channel step: on the latest Conv or Steps stage, else a new Steps stage."""
-        step, params = step_of(layer, grid.c, self.rank)
+    def _step(self, layer: Any, value: Spatial, uses: int) -> Spatial:
+        """A per-channel step of `layer`."""
+        step, params = step_of(layer, value.grid.c, self.rank)
         if any(s.name in ROW_WISE for s in step.steps()):
             raise refuse(layer, f"{step.name} over a spatial value's channels is not compiled; "
                          f"{_WHAT_COMPILES}")
-        last = self.stages[-1] if self.stages else None
-        if not isinstance(last, (Conv, Steps)):
-            last = Steps(Activation("linear"))
-            self.stages.append(last)
+        return self._append(value, step, params, uses, layer)
+
+    def _append(self, value: Spatial, step: Activation, params: list[np.ndarray], uses: int,
+                layer: Any) -> Spatial:
+        """`step` on `value`: on its stage when open, else on a new Steps stage."""
+        if not self._open(value):
+            value = self.add(Steps(Activation("linear")), self._vectors(value, layer), 1, layer)
+        last = self.stages[value.stage]
+        assert isinstance(last, WITH_STEPS)
         activation, merged = with_step(as_activation(last.activation), list(last.params),
                                        step, params)
-        self.stages[-1] = replace(last, activation=activation, params=tuple(merged))
+        self.stages[value.stage] = replace(last, activation=activation, params=tuple(merged))
+        self.counts[value.stage] += 1
+        return Spatial(value.grid, uses, value.stage, self.counts[value.stage])
+
+    def _merge(self, layer: Any, values: list[Spatial], uses: int) -> Spatial:
+        """Keras' merge of values of one grid, as steps of one operand's stage reading the
+        others' buffers (see keras_layers._Graph.merge, whose rules these are)."""
+        kind = type(layer).__name__
+        if len({v.grid for v in values}) != 1:
+            raise refuse(layer, f"its inputs differ in shape ({[v.grid for v in values]})")
+        if kind == "Subtract" and len(values) != 2:
+            raise refuse(layer, "Subtract takes two inputs")
+        for first in (0, 1) if len(values) == 2 else (0,):
+            target, others = values[first], [v for i, v in enumerate(values) if i != first]
+            if self._open(target) and all(INPUT < o.stage < target.stage for o in others):
+                break
+        else:  # the others' buffers first, then a Steps stage after all of them
+            first, others = 0, [self._vectors(v, layer) for v in values[1:]]
+            target = self.add(Steps(Activation("linear")), self._vectors(values[0], layer), 1,
+                              layer)
+        name, after = merge_steps(kind, len(values), first)
+        value = target
+        for other in others:
+            value.uses = 1
+            value = self._append(value, Activation.of(name, source=self._read(other)), [], 1,
+                                 layer)
+        if after is not None:
+            value = self._append(value, after, [], 1, layer)
+        value.uses = uses
+        return value
 
 
 def _grid_after(layer: Any, stage: Stage, grid: Grid) -> Grid:
@@ -164,11 +251,14 @@ def _same(size: int, stride: int, extent: int, dilation: int = 1) -> tuple[int, 
 
 
 def _conv(layer: Any, grid: Grid, dims: int) -> list[Stage]:
-    """A Conv1D/Conv2D as a valid convolution, after a Pad stage for its padding."""
+    """A Conv1D/Conv2D as a valid convolution, a DepthwiseConv as a valid depthwise one, a
+    SeparableConv as both (depthwise, then a 1x1 convolution with the bias and activation),
+    each after a Pad stage for its padding."""
     check_not_quantized(layer)
     if int(getattr(layer, "groups", 1)) != 1:
         raise refuse(layer, f"groups={layer.groups} is not compiled")
-    kernel = array(layer.kernel)
+    kind = type(layer).__name__
+    kernel = array(layer.depthwise_kernel if kind.startswith("Separable") else layer.kernel)
     if dims == 1:
         kernel = kernel[np.newaxis]
     kh, kw = kernel.shape[:2]
@@ -184,12 +274,22 @@ def _conv(layer: Any, grid: Grid, dims: int) -> list[Stage]:
         pad = Pad(0, 0, 0, 0)
     else:
         raise refuse(layer, f"padding={padding!r} is not compiled")
-    bias = array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[3])
     activation = keras_activation(layer, layer.activation)
     if activation.name in ROW_WISE:
         raise refuse(layer, f"activation {activation.name!r} over channels is not compiled")
-    conv = Conv(kernel, bias, strides, dilation, activation)
-    return [conv] if pad == Pad(0, 0, 0, 0) else [pad, conv]
+    out = kernel.shape[3] * (kernel.shape[2] if kind.startswith("Depthwise") else 1)
+    if kind.startswith("Separable"):
+        out = int(np.shape(layer.pointwise_kernel)[-1])
+    bias = array(layer.bias) if layer.use_bias else np.zeros(out)
+    stages: list[Stage] = [] if pad == Pad(0, 0, 0, 0) else [pad]
+    if kind.startswith("Conv"):
+        return [*stages, Conv(kernel, bias, strides, dilation, activation)]
+    if kind.startswith("Depthwise"):
+        return [*stages, Depthwise(kernel, bias, strides, dilation, activation)]
+    depthwise = Depthwise(kernel, np.zeros(kernel.shape[2] * kernel.shape[3]), strides,
+                          dilation, Activation("linear"))
+    pointwise = array(layer.pointwise_kernel).reshape(1, 1, -1, out)
+    return [*stages, depthwise, Conv(pointwise, bias, (1, 1), (1, 1), activation)]
 
 
 def _pool(layer: Any, grid: Grid, kind: str, dims: int) -> Pool:

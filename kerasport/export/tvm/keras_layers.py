@@ -35,14 +35,16 @@ from kerasport.export.tvm.activations import (
     Activation,
     row_step,
 )
-from kerasport.export.tvm.conv_front import Embed, Grid, out_grid
+from kerasport.export.tvm.conv_front import Embed, Grid
 from kerasport.export.tvm.dense_graph import INPUT, Network, Node
 from kerasport.export.tvm.keras_conv import FrontBuilder, Spatial
 from kerasport.export.tvm.keras_steps import (
+    MERGE_LAYERS,
     array,
     check_last_axis,
     check_not_quantized,
     keras_activation,
+    merge_steps,
     refuse,
     step_of,
     with_step,
@@ -165,15 +167,13 @@ class _Graph:
         else:  # the others' buffers first, then a map node after all of them
             first, others = 0, [self._buffered(v) for v in values[1:]]
             target = self._materialize(values[0])
-        name = "rsubtract_skip" if kind == "Subtract" and first == 1 else _MERGES[kind]
-        if kind == "Average" and len(values) > 2:
-            name = "add_skip"  # the sum, then one divide (Keras' Average)
+        name, after = merge_steps(kind, len(values), first)
         value = target
         for other in others:
             source = self._read(other)[0]
             value = self.step(value, Activation.of(name, source=source), [], 1)
-        if kind == "Average" and len(values) > 2:
-            value = self.step(value, Activation.of("divide", by=float(len(values))), [], 1)
+        if after is not None:
+            value = self.step(value, after, [], 1)
         value.uses = uses
         return value
 
@@ -201,15 +201,6 @@ class _Graph:
         return [building.node() for building in self.nodes]
 
 
-# Keras' merge layers, as pipeline steps (x is the node's value, h the other operand).
-_MERGES = {
-    "Add": "add_skip",
-    "Subtract": "subtract_skip",
-    "Multiply": "multiply_skip",
-    "Average": "average_skip",
-    "Maximum": "maximum_skip",
-    "Minimum": "minimum_skip",
-}
 
 
 def tvm_network(model: Any) -> Network:
@@ -235,7 +226,7 @@ def tvm_network(model: Any) -> Network:
 
 def _subclassed(model: Any) -> ExportError:
     return ExportError(
-        f"the TVM Dense-graph route cannot compile {model.name!r}, a subclassed "
+        f"the TVM route cannot compile {model.name!r}, a subclassed "
         f"keras.Model ({type(model).__name__}): its call order is Python code; build it "
         "as a Sequential or functional model (or export without --tvm to serve it on "
         "ONNX Runtime)"
@@ -273,7 +264,7 @@ def _walk(model: Any, graph: _Graph, value: _Value | Spatial) -> _Value | Spatia
     if not _is_functional(model):
         raise _subclassed(model)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ExportError("the TVM Dense-graph route compiles models of one input and one output")
+        raise ExportError("the TVM route compiles models of one input and one output")
     calls, uses = _calls(model)
     source = model.inputs[0]
     # The input's readers inside this model replace the one use its caller counted.
@@ -298,7 +289,7 @@ def _calls(model: Any) -> tuple[list[tuple[Any, list[Any], Any]], Counter[int]]:
             continue
         history = getattr(tensor, "_keras_history", None)
         if history is None:
-            raise ExportError("the TVM Dense-graph route found a tensor no layer made")
+            raise ExportError("the TVM route found a tensor no layer made")
         layer, node_index, tensor_index = history
         inputs = list(layer._inbound_nodes[node_index].input_tensors)
         if expanded:
@@ -383,9 +374,8 @@ def _start_front(
         return Spatial(grid, uses)
     check_not_quantized(layer)
     graph.front = FrontBuilder(Grid(1, value.width, 1), 3)
-    embed = Embed(array(layer.embeddings))
-    graph.front.stages.append(embed)
-    return Spatial(out_grid(embed, graph.front.grid), uses)
+    return graph.front.add(Embed(array(layer.embeddings)), Spatial(graph.front.grid, 1), uses,
+                           layer)
 
 
 def _feature_layer(graph: _Graph, layer: Any, operands: list[_Value], uses: int) -> _Value:
@@ -394,7 +384,7 @@ def _feature_layer(graph: _Graph, layer: Any, operands: list[_Value], uses: int)
     if kind == "Concatenate":
         check_last_axis(layer, layer.axis)
         return graph.concatenate(operands, uses)
-    if kind in _MERGES:
+    if kind in MERGE_LAYERS:
         if kind == "Subtract" and len(operands) != 2:
             raise refuse(layer, "Subtract takes two inputs")
         return graph.merge(layer, operands, uses)

@@ -51,6 +51,29 @@ def is_step_layer(layer: Any) -> bool:
     return type(layer).__name__ in _STEP_LAYERS
 
 
+# Keras' merge layers, as pipeline steps (x is the node's value, h the other operand).
+MERGE_LAYERS = {
+    "Add": "add_skip",
+    "Subtract": "subtract_skip",
+    "Multiply": "multiply_skip",
+    "Average": "average_skip",
+    "Maximum": "maximum_skip",
+    "Minimum": "minimum_skip",
+}
+
+
+def merge_steps(kind: str, operands: int, first: int) -> tuple[str, Activation | None]:
+    """How Keras' merge `kind` of `operands` values is computed on operand `first`'s value:
+    the step that merges each other operand in turn, and the step after all of them (an
+    Average of more than two is a sum, then one divide). A merge of two is symmetric, so it
+    may run on either operand (Subtract on the second is rsubtract)."""
+    if kind == "Average" and operands > 2:
+        return "add_skip", Activation.of("divide", by=float(operands))
+    if kind == "Subtract" and first == 1:
+        return "rsubtract_skip", None
+    return MERGE_LAYERS[kind], None
+
+
 def step_of(layer: Any, width: int, rank: int = 2) -> tuple[Activation, list[np.ndarray]]:
     """The pipeline step of a single-input layer that is not a Dense, and its arrays, on a
     value of `rank` axes (the batch included) whose last axis has `width` features."""
@@ -94,7 +117,7 @@ def keras_activation(layer: Any, function: Any) -> Activation:
     name = getattr(function, "__name__", repr(function))
     if name not in _KERAS_ACTIVATIONS or getattr(keras.activations, name, None) is not function:
         raise ExportError(
-            f"the TVM Dense-graph route cannot compile activation {name!r} of layer "
+            f"the TVM route cannot compile activation {name!r} of layer "
             f"{layer.name!r}; it compiles {', '.join(sorted(_KERAS_ACTIVATIONS))}"
         )
     return Activation(str(name))
