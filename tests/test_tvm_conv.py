@@ -496,8 +496,9 @@ def test_wide_flat_features_bound_the_blocked_buffers(tmp_path: Path) -> None:
 
 
 def test_a_conv_description_is_checked_before_loading(tmp_path: Path) -> None:
-    """The scratch sizes and the flat buffer are the kernels' argument shapes: missing or
-    wrong, the library is refused (a wrong size fails the kernels' own shape checks)."""
+    """The scratch sizes, the flat buffer, the front kernel and its share of the arrays are
+    the kernels' calling convention: missing or wrong, the library is refused (a wrong size
+    fails the kernels' own shape checks when the runner tries each one at load)."""
     import keras
 
     from kerasport.export.tvm import host_target
@@ -518,6 +519,10 @@ def test_a_conv_description_is_checked_before_loading(tmp_path: Path) -> None:
         {**details, "scratch": [s + 16 for s in details["scratch"]]},
         {**details, "buffers": []},
         {**details, "buffers": [details["buffers"][0] + 16, *details["buffers"][1:]]},
+        {**details, "front_arrays": len(details["arrays"]) + 1},
+        {**details, "front_arrays": details["front_arrays"] - 1},
+        {**details, "functions": {k: v for k, v in details["functions"].items() if k != "front"}},
+        {**details, "functions": {**details["functions"], "front": "no_such_kernel"}},
     ]
     for description in broken:
         with pytest.raises(BundleError):

@@ -47,6 +47,7 @@ from kerasport.export.tvm.activations import (
     tile_steps,
 )
 from kerasport.export.tvm.targets import TvmTarget
+from kerasport.export.tvm.tvmscript import Writer
 
 FLAT = "F"  # the flat buffer the front writes and the Dense graph reads
 INPUT = -1  # a stage's source: the model's input
@@ -384,7 +385,7 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
 
 # --- TVMScript text ---------------------------------------------------------------------------
 
-Out = Any  # dense_graph._Writer: out(depth, line)
+Out = Writer
 
 
 def _channels(out: Out, depth: int, buffer: _Buffer, lanes: int, c: int) -> tuple[int, str]:
@@ -645,9 +646,26 @@ def _flatten(out: Out, depth: int, p: _Planned) -> None:
     out(depth + 2, f"{dst.at(f'i * {c} + ch')} = {src.at(f'i * {src.stride} + ch')}")
 
 
-def write_front(out: Out, plan: FrontPlan, target: TvmTarget, extent: str) -> None:
-    """The front's stages for each of the kernel's `extent` rows, one example at a time."""
-    out(1, f"for r in range({extent}):")
+def front_arguments(plan: FrontPlan) -> list[str]:
+    """The front kernel's handles in calling order: x, its arrays, its scratch buffers, F."""
+    names = ["X", *(name for name, _ in plan.arrays), *(b.name for b in plan.scratch), FLAT]
+    return [name.lower() for name in names]
+
+
+def front_source(name: str, plan: FrontPlan, target: TvmTarget) -> str:
+    """TVMScript of the front kernel: every stage for each of its rows (any number, read
+    from the buffers' shapes), one example at a time."""
+    out = Writer()
+    out.header(name, front_arguments(plan))
+    out(1, "n = T.int32()")
+    out.match("x", "X", f"(n, {plan.num_features})")
+    for buffer_name, array in plan.arrays:
+        out.match(buffer_name.lower(), buffer_name, str(tuple(array.shape)))
+    for scratch in plan.scratch:
+        out.match(scratch.name.lower(), scratch.name, f"({plan.allocated(scratch)},)")
+    out.match(FLAT.lower(), FLAT, f"(n, {plan.flat.stride})")
+    out.lane_buffers(lane_buffers(plan, target), target.lanes)
+    out(1, "for r in range(n):")
     for p in plan.stages:
         stage = p.stage
         if isinstance(stage, Embed):
@@ -666,6 +684,7 @@ def write_front(out: Out, plan: FrontPlan, target: TvmTarget, extent: str) -> No
             _global_pool(out, 2, p, target.lanes)
         else:
             _flatten(out, 2, p)
+    return out.text()
 
 
 def lane_buffers(plan: FrontPlan, target: TvmTarget) -> set[str]:

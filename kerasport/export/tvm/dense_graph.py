@@ -56,14 +56,14 @@ from kerasport.export.tvm.activations import (
 from kerasport.export.tvm.conv_front import (
     FLAT,
     Front,
-    FrontPlan,
     describe,
-    lane_buffers,
+    front_arguments,
+    front_source,
     plan_front,
-    write_front,
 )
 from kerasport.export.tvm.link import export_library
 from kerasport.export.tvm.targets import TvmTarget
+from kerasport.export.tvm.tvmscript import Writer
 
 ROUTE = "dense-graph"
 CONV_ROUTE = "conv-graph"  # a convolution front (conv_front.py), then a Dense graph
@@ -203,16 +203,6 @@ def _pack(node: Node, plan: _Plan) -> list[np.ndarray]:
     return arrays + [padded(p) for p in node.params]
 
 
-class _Writer:
-    """Indented TVMScript lines."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, depth: int, text: str) -> None:
-        self.lines.append("    " * depth + text)
-
-
 def _cell(index: int, row: str, col: str, last: int) -> Cell:
     """Operand loads for node `index`'s steps at (row, col)."""
     return Cell(
@@ -222,7 +212,7 @@ def _cell(index: int, row: str, col: str, last: int) -> Cell:
 
 
 def _tile(
-    out: _Writer, depth: int, index: int, plan: _Plan, lanes: int, dst: str, row0: str,
+    out: Writer, depth: int, index: int, plan: _Plan, lanes: int, dst: str, row0: str,
     rows: int, panel0: str, group: int, last: int,
 ) -> None:
     """One register tile of node `index`: `rows` rows from row0, `group` panels from panel0."""
@@ -275,7 +265,7 @@ def _tile(
 
 
 def _vector_steps(
-    out: _Writer, depth: int, index: int, plan: _Plan, lanes: int, src: str, dst: str,
+    out: Writer, depth: int, index: int, plan: _Plan, lanes: int, src: str, dst: str,
     row: str, col: str, steps: list[Activation], last: int,
 ) -> None:
     """dst[row, col] = steps(src[row, col]) over one vector of lanes (variable c)."""
@@ -297,7 +287,7 @@ def _group_size(plan: _Plan, target: TvmTarget, rows: int) -> int:
 
 
 def _dense_node(
-    out: _Writer, index: int, plan: _Plan, target: TvmTarget, dst: str, rows: int | None,
+    out: Writer, index: int, plan: _Plan, target: TvmTarget, dst: str, rows: int | None,
     last: int,
 ) -> None:
     """All tiles of one Dense node; rows=None means the blocked kernel (8*mb rows)."""
@@ -330,7 +320,7 @@ def _dense_node(
 
 
 def _map_node(
-    out: _Writer, index: int, plan: _Plan, lanes: int, dst: str, extent: str, last: int
+    out: Writer, index: int, plan: _Plan, lanes: int, dst: str, extent: str, last: int
 ) -> None:
     """A node without a kernel: its sources copied side by side into dst (one source that is
     a node's buffer is read in place), then the steps before its row-wise one."""
@@ -350,7 +340,7 @@ def _map_node(
 
 
 def _row_pass(
-    out: _Writer, index: int, plan: _Plan, lanes: int, dst: str, extent: str, last: int
+    out: Writer, index: int, plan: _Plan, lanes: int, dst: str, extent: str, last: int
 ) -> None:
     """The node's row-wise step (softmax, ...) over its true width, one row at a time, in a
     fixed order, then the steps after it; padded columns are left alone (no node reads
@@ -371,58 +361,40 @@ def _row_pass(
                       last)
 
 
-def _arguments(plans: list[_Plan], front: FrontPlan | None) -> list[tuple[str, str]]:
-    """(handle, buffer) names in calling order: x, the front's arrays, each node's arrays,
-    the front's scratch buffers and its flat output, h*, o."""
-    args = [("x", "X")]
-    if front is not None:
-        args += [(name.lower(), name) for name, _ in front.arrays]
+def _arguments(plans: list[_Plan], input_buffer: str) -> list[tuple[str, str]]:
+    """(handle, buffer) names in calling order: the input (X, or the convolution front's F),
+    each node's arrays, h*, o."""
+    args = [(input_buffer.lower(), input_buffer)]
     for i, plan in enumerate(plans):
         if plan.dense:
             args += [(f"w{i}", f"W{i}"), (f"b{i}", f"B{i}")]
         args += [(f"p{i}_{p}", f"P{i}_{p}") for p in range(plan.params)]
-    if front is not None:
-        args += [(b.name.lower(), b.name) for b in (*front.scratch, front.flat)]
     args += [(f"h{i}", f"H{i}") for i in range(len(plans) - 1)]
     return [*args, ("o", "O")]
 
 
 def _kernel_source(
-    name: str, plans: list[_Plan], target: TvmTarget, num_features: int, rows: int | None,
-    front: FrontPlan | None,
+    name: str, plans: list[_Plan], target: TvmTarget, input_buffer: str, input_width: int,
+    rows: int | None,
 ) -> str:
-    """TVMScript of one kernel: the whole model for `rows` rows (None: 8*mb rows)."""
-    out = _Writer()
+    """TVMScript of one kernel: the whole graph for `rows` rows (None: 8*mb rows), reading
+    `input_buffer`, (rows, input_width)."""
+    out = Writer()
     last = len(plans) - 1
-    params = ", ".join(f"{handle}: T.handle" for handle, _ in _arguments(plans, front))
-    if rows is None:
-        params += ", mb: T.int32"
+    out.header(name, [handle for handle, _ in _arguments(plans, input_buffer)],
+               ", mb: T.int32" if rows is None else "")
     extent = "mb * 8" if rows is None else str(rows)
-    out(0, "@T.prim_func")
-    out(0, f"def {name}({params}):")
-    out(1, f'T.func_attr({{"global_symbol": "{name}", "tir.noalias": True}})')
-
-    def match(handle: str, buffer: str, shape: str) -> None:
-        out(1, f'{buffer} = T.match_buffer({handle}, {shape}, "float32", align=64)')
-
-    match("x", "X", f"({extent}, {num_features})")
-    if front is not None:
-        for name, array in front.arrays:
-            match(name.lower(), name, str(tuple(array.shape)))
-        for scratch in front.scratch:
-            match(scratch.name.lower(), scratch.name, f"({front.allocated(scratch)},)")
-        match(front.flat.name.lower(), front.flat.name, f"({extent}, {front.flat.stride})")
+    out.match(input_buffer.lower(), input_buffer, f"({extent}, {input_width})")
     for i, plan in enumerate(plans):
         if plan.dense:
-            match(f"w{i}", f"W{i}", f"({plan.panels}, {plan.k}, {plan.width})")
-            match(f"b{i}", f"B{i}", f"({plan.padded},)")
+            out.match(f"w{i}", f"W{i}", f"({plan.panels}, {plan.k}, {plan.width})")
+            out.match(f"b{i}", f"B{i}", f"({plan.padded},)")
         for p in range(plan.params):
-            match(f"p{i}_{p}", f"P{i}_{p}", f"({plan.padded},)")
+            out.match(f"p{i}_{p}", f"P{i}_{p}", f"({plan.padded},)")
     for i, plan in enumerate(plans):
-        match("o" if i == last else f"h{i}", _buffer(i, last), f"({extent}, {plan.padded})")
-    # Accumulators: one small stack buffer per (row, panel, vector) of the largest tile, so
-    # LLVM promotes each to a register (one big buffer stays in memory, and anything over
-    # 1 KiB goes to TVM's heap workspace).
+        out.match("o" if i == last else f"h{i}", _buffer(i, last), f"({extent}, {plan.padded})")
+    # Accumulators: one per (row, panel, vector) of the largest tile, and the steps'
+    # intermediate values, one lane buffer each (see activations.py).
     declared: set[str] = set()
     block = BLOCK_ROWS if rows is None else rows
     for plan in (p for p in plans if p.dense):
@@ -432,18 +404,12 @@ def _kernel_source(
             for j in range(group):
                 for v in range(plan.width // target.lanes):
                     declared.add(f"acc_{r}_{j}_{v}")
-    # The steps' intermediate values, one lane buffer each (see activations.py).
     lanes_needed = max(
         max(tile_buffers(tile_steps(p.activation)), tile_buffers(after_row_steps(p.activation)))
         for p in plans
     )
     declared.update(f"act{i}" for i in range(lanes_needed))
-    if front is not None:
-        declared.update(lane_buffers(front, target))
-    for buffer in sorted(declared):
-        out(1, f"{buffer} = T.alloc_buffer(({target.lanes},), 'float32', scope='global')")
-    if front is not None:
-        write_front(out, front, target, extent)
+    out.lane_buffers(declared, target.lanes)
     for i, plan in enumerate(plans):
         dst = _buffer(i, last)
         if plan.dense:
@@ -451,7 +417,7 @@ def _kernel_source(
         else:
             _map_node(out, i, plan, target.lanes, dst, extent, last)
         _row_pass(out, i, plan, target.lanes, dst, extent, last)
-    return "\n".join(out.lines) + "\n"
+    return out.text()
 
 
 def _symbol_stem(stem: str) -> str:
@@ -487,20 +453,24 @@ def compile_dense_graph(
     widths of the workspace buffers, and the CPU flags the library needs.
     """
     fplan = None if front is None else plan_front(front, target)
-    if fplan is None:
-        plans = _plan_nodes(nodes, target, num_features, "X")
-    else:
-        if fplan.num_features != num_features:
-            raise ExportError(f"the convolution front reads {fplan.num_features} features, "
-                              f"not the model's {num_features}")
-        plans = _plan_nodes(nodes, target, fplan.flat_width, FLAT)
+    source, width = ("X", num_features) if fplan is None else (FLAT, fplan.flat.stride)
+    if fplan is not None and fplan.num_features != num_features:
+        raise ExportError(f"the convolution front reads {fplan.num_features} features, "
+                          f"not the model's {num_features}")
+    plans = _plan_nodes(nodes, target, num_features if fplan is None else fplan.flat_width,
+                        source)
     prefix = _symbol_stem(stem)
     static_names = {rows: f"{prefix}_rows{rows}" for rows in range(1, BLOCK_ROWS + 1)}
     blocked_name = f"{prefix}_rows8x"
+    names = [*static_names.values(), blocked_name]
     sources = [
-        _kernel_source(name, plans, target, num_features, rows, fplan)
+        _kernel_source(name, plans, target, source, width, rows)
         for rows, name in [*static_names.items(), (None, blocked_name)]
     ]
+    front_name = f"{prefix}_front"
+    if fplan is not None:  # one kernel for any rows: its code is the bulk of a CNN's
+        names.append(front_name)
+        sources.append(front_source(front_name, fplan, target))
     try:
         import tvm
         import tvm_ffi
@@ -515,7 +485,7 @@ def compile_dense_graph(
 
         functions = {
             name: tvm.script.from_source(source, extra_vars={"T": script_tir})
-            for name, source in zip([*static_names.values(), blocked_name], sources, strict=True)
+            for name, source in zip(names, sources, strict=True)
         }
         module = tvm.IRModule(functions)
         built = tvm.tirx.build(module, target=tvm.target.Target(target.llvm_target()))
@@ -530,7 +500,7 @@ def compile_dense_graph(
     blob, entries = _weights_blob(arrays)
     write_file(out_dir / weights_name, blob, ExportError)
 
-    description = {
+    description: dict[str, Any] = {
         "route": ROUTE if fplan is None else CONV_ROUTE,
         "target": target.name,
         "cpu_features": list(target.cpu_features),
@@ -564,7 +534,7 @@ def compile_dense_graph(
             "block_rows": BLOCK_ROWS,
             # Arguments, in order; x/h*/o are (rows, width) float32, 64-byte aligned; the
             # blocked kernel takes rows = 8*mb and mb last.
-            "args": [handle for handle, _ in _arguments(plans, fplan)],
+            "args": [handle for handle, _ in _arguments(plans, source)],
             "blocked_extra_args": ["mb"],
         },
         "tvm_version": str(tvm.__version__),
@@ -575,6 +545,11 @@ def compile_dense_graph(
         # flat output, a (rows, width) buffer before h0.
         description["front"] = describe(fplan)
         description["scratch"] = [fplan.allocated(buffer) for buffer in fplan.scratch]
+        # The front kernel runs first, for any rows: x, its arrays (the first
+        # `front_arrays` of "arrays"), its scratch buffers, F; then a graph kernel from F.
+        description["front_arrays"] = len(fplan.arrays)
+        description["functions"]["front"] = front_name
+        description["functions"]["front_args"] = front_arguments(fplan)
         description["buffers"] = [fplan.flat.stride, *(plan.padded for plan in plans[:-1])]
     return description
 

@@ -24,6 +24,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,35 +148,58 @@ def _load_module_from_bytes(library_bytes: bytes) -> Any:
         return tvm_ffi.load_module(str(path))
 
 
+@dataclass(frozen=True)
+class _Kernels:
+    """What every slot of a runner shares: the weights as TVM tensors, the example's shape
+    and class count, and a convolution front's kernel (run before the graph's, on the
+    first `front_arrays` weights) if the library has one."""
+
+    weights: list[Any]
+    shape: tuple[int, ...]
+    classes: int
+    front: Callable[..., Any] | None = None
+    front_arrays: int = 0
+
+
 class _Slot:
     """One thread's aligned buffers for one row count, wrapped as TVM tensors once, and the
-    kernel's whole argument tuple and the caller's view of the output built once: a 1-row
+    kernels' whole argument tuples and the caller's view of the output built once: a 1-row
     call on a small model is mostly this Python, so none of it is redone per call."""
 
     def __init__(
-        self, inputs: np.ndarray, shape: tuple[int, ...], scratch: list[np.ndarray],
-        hidden: list[np.ndarray], outputs: np.ndarray, classes: int, weights: list[Any],
-        kernel: Callable[..., Any], *extra: int,
+        self, shared: _Kernels, inputs: np.ndarray, scratch: list[np.ndarray],
+        hidden: list[np.ndarray], outputs: np.ndarray, kernel: Callable[..., Any], *extra: int,
     ) -> None:
         import tvm_ffi
 
-        self.flat_inputs, self.shape = inputs, shape
-        self.inputs = inputs.reshape(inputs.shape[0], *shape)  # a caller's chunk, as a view
+        self.shared, self.flat_inputs = shared, inputs
+        self.inputs = inputs.reshape(inputs.shape[0], *shared.shape)  # a caller's chunk, as a view
         self.scratch, self.hidden, self.outputs = scratch, hidden, outputs
-        self.scores = outputs[:, :classes]  # the columns a caller gets, as a view
-        self.weights = weights
-        tensors = [tvm_ffi.from_dlpack(a) for a in (inputs, *scratch, *hidden, outputs)]
+        self.scores = outputs[:, : shared.classes]  # the columns a caller gets, as a view
+        x, *buffers, o = [tvm_ffi.from_dlpack(a) for a in (inputs, *scratch, *hidden, outputs)]
         self.kernel = kernel
-        self.args = (tensors[0], *weights, *tensors[1:], *extra)
+        if shared.front is None:
+            self.args = (x, *shared.weights, *buffers, o, *extra)
+            self.call = self._graph
+        else:  # x -> front -> F (the first hidden buffer) -> graph
+            split, front = shared.front_arrays, shared.front
+            scratch_tensors, (flat, *rest) = buffers[: len(scratch)], buffers[len(scratch) :]
+            self.front_args = (x, *shared.weights[:split], *scratch_tensors, flat)
+            self.args = (flat, *shared.weights[split:], *rest, o, *extra)
+            self.front = front
+            self.call = self._front_then_graph
 
     def head(self, rows: int, *extra: int) -> _Slot:
         """A slot over this one's first `rows` rows (kernels check exact shapes); the
         per-call scratch buffers are shared."""
-        return _Slot(self.flat_inputs[:rows], self.shape, self.scratch,
-                     [h[:rows] for h in self.hidden], self.outputs[:rows],
-                     self.scores.shape[1], self.weights, self.kernel, *extra)
+        return _Slot(self.shared, self.flat_inputs[:rows], self.scratch,
+                     [h[:rows] for h in self.hidden], self.outputs[:rows], self.kernel, *extra)
 
-    def call(self) -> None:
+    def _graph(self) -> None:
+        self.kernel(*self.args)
+
+    def _front_then_graph(self) -> None:
+        self.front(*self.front_args)
         self.kernel(*self.args)
 
 
@@ -199,7 +223,6 @@ class TvmRunner:
             message = f"the TVM library lacks a kernel named in its manifest: {exc}"
             raise BundleError(message) from exc
         self._weights = weights  # the tensors below view these arrays
-        self._weight_tensors = [tvm_ffi.from_dlpack(w) for w in weights]
         self._hidden = list(plan.hidden)
         self._scratch = list(plan.scratch)
         self._padded_out = plan.padded_out
@@ -208,6 +231,13 @@ class TvmRunner:
         self.input_shape = (num_features,) if input_shape is None else tuple(input_shape)
         if math.prod(self.input_shape) != num_features:
             raise BundleError(f"input shape {self.input_shape} is not {num_features} features")
+        try:
+            front = None if plan.front is None else module[plan.front]
+        except Exception as exc:  # tvm_ffi raises its own error types from C++
+            message = f"the TVM library lacks a kernel named in its manifest: {exc}"
+            raise BundleError(message) from exc
+        self._shared = _Kernels([tvm_ffi.from_dlpack(w) for w in weights], self.input_shape,
+                                num_classes, front, plan.front_arrays)
         self.num_classes = num_classes
         self.artifact = ""  # the manifest key, set by open_artifact
         self._local = threading.local()
@@ -216,11 +246,10 @@ class TvmRunner:
     def _new_slot(self, rows: int, kernel: Callable[..., Any], *extra: int) -> _Slot:
         """Fresh aligned buffers for `rows` rows (see aligned_empty for why aligned)."""
         return _Slot(
-            aligned_empty((rows, self.num_features)), self.input_shape,
+            self._shared, aligned_empty((rows, self.num_features)),
             [aligned_empty((size,)) for size in self._scratch],
             [aligned_empty((rows, width)) for width in self._hidden],
-            aligned_empty((rows, self._padded_out)),
-            self.num_classes, self._weight_tensors, kernel, *extra,
+            aligned_empty((rows, self._padded_out)), kernel, *extra,
         )
 
     def _try_every_kernel(self) -> None:

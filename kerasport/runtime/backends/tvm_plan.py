@@ -47,6 +47,8 @@ class KernelPlan:
     padded_out: int  # padded width of the output layer
     arrays: tuple[ArraySpec, ...]  # every array the kernels take, in calling order
     scratch: tuple[int, ...] = ()  # sizes of the per-call buffers, whatever the rows
+    front: str | None = None  # the convolution front's kernel, run first (any rows)
+    front_arrays: int = 0  # how many of `arrays` (the first) are the front's
 
 
 def _fail(field: str, problem: str) -> BundleError:
@@ -128,6 +130,7 @@ def parse_plan(details: dict[str, Any], num_features: int, num_classes: int) -> 
     entries = _get(details, "arrays", list, "")
     arrays = tuple(_array(entry, f"arrays[{i}]") for i, entry in enumerate(entries))
     scratch: tuple[int, ...] = ()
+    front, front_arrays = None, 0
     if route == "dense-graph":
         hidden = tuple(_get(details, "buffers", list, ""))
         if hidden != tuple(padded[:-1]):
@@ -140,6 +143,10 @@ def parse_plan(details: dict[str, Any], num_features: int, num_classes: int) -> 
         hidden = (_size(buffers[0], "buffers[0]"), *buffers[1:])
         entries = _get(details, "scratch", list, "")
         scratch = tuple(_size(size, f"scratch[{i}]") for i, size in enumerate(entries))
+        front = _get(_get(details, "functions", dict, ""), "front", str, "functions")
+        front_arrays = _get(details, "front_arrays", int, "")
+        if not 0 <= front_arrays <= len(arrays):
+            raise _fail("front_arrays", f"must be 0-{len(arrays)}, got {front_arrays}")
     else:
         _check_chain(layers, arrays, padded, num_features)
         hidden = tuple(padded[:-1])
@@ -152,6 +159,8 @@ def parse_plan(details: dict[str, Any], num_features: int, num_classes: int) -> 
         padded_out=padded[-1],
         arrays=arrays,
         scratch=scratch,
+        front=front,
+        front_arrays=front_arrays,
     )
 
 

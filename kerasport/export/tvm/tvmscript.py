@@ -1,0 +1,33 @@
+"""TVMScript text: the writer both routes' kernel sources are built with."""
+
+from __future__ import annotations
+
+
+class Writer:
+    """Indented TVMScript lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+    def match(self, handle: str, buffer: str, shape: str) -> None:
+        """A float32 argument buffer, 64-byte aligned (the runner allocates them so)."""
+        self(1, f'{buffer} = T.match_buffer({handle}, {shape}, "float32", align=64)')
+
+    def header(self, name: str, handles: list[str], extra: str = "") -> None:
+        """A kernel's signature: `handles` as T.handle arguments, then `extra` ones."""
+        params = ", ".join(f"{handle}: T.handle" for handle in handles) + extra
+        self(0, "@T.prim_func")
+        self(0, f"def {name}({params}):")
+        self(1, f'T.func_attr({{"global_symbol": "{name}", "tir.noalias": True}})')
+
+    def lane_buffers(self, names: set[str], lanes: int) -> None:
+        """One small stack buffer per name, so LLVM keeps each in a register (one big buffer
+        stays in memory, and anything over 1 KiB goes to TVM's heap workspace)."""
+        for name in sorted(names):
+            self(1, f"{name} = T.alloc_buffer(({lanes},), 'float32', scope='global')")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
