@@ -155,6 +155,13 @@ CASES: dict[str, Case] = {
         k.layers.SeparableConv1D(8, 3, strides=2, padding="same"),
         k.layers.GlobalAveragePooling1D(), k.layers.Dense(3, activation="softmax")),
     "a MobileNet v2 block": lambda k: _mobilenet(k),
+    "MobileNet's head: keepdims pooling, a 1x1 convolution, a reshape, no Dense": lambda k: _seq(
+        k, (9, 9, 3), k.layers.Conv2D(8, 3, strides=2, activation="relu"),
+        k.layers.GlobalAveragePooling2D(keepdims=True), k.layers.Dropout(0.1),
+        k.layers.Conv2D(5, 1), k.layers.Reshape((5,)), k.layers.Activation("softmax")),
+    "global max pooling keeping its axes, then Flatten": lambda k: _seq(
+        k, (12, 4), k.layers.Conv1D(6, 3), k.layers.GlobalMaxPooling1D(keepdims=True),
+        k.layers.BatchNormalization(), k.layers.Flatten(), k.layers.Dense(2, "sigmoid")),
     "flatten only (an MLP on images)": lambda k: _seq(
         k, (6, 5, 2), k.layers.Flatten(), k.layers.Dense(16, activation="relu"),
         k.layers.Dense(3, activation="softmax")),
@@ -405,10 +412,10 @@ REFUSED: dict[str, tuple[Case, str]] = {
     "layer normalization over channels": (lambda k: _seq(
         k, (10, 3), k.layers.Conv1D(4, 3), k.layers.LayerNormalization(name="ln"),
         k.layers.Flatten(), k.layers.Dense(3)), r"layer 'ln' \(LayerNormalization\)"),
-    "global pooling keeping its axes": (lambda k: _seq(
-        k, (10, 3), k.layers.Conv1D(4, 3), k.layers.GlobalAveragePooling1D(
-            keepdims=True, name="gap"), k.layers.Flatten(), k.layers.Dense(3)),
-        r"layer 'gap' \(GlobalAveragePooling1D\): keepdims"),
+    "a reshape of a spatial value into another": (lambda k: _seq(
+        k, (10, 3), k.layers.Conv1D(4, 3), k.layers.Reshape((4, 8), name="r"),
+        k.layers.Flatten(), k.layers.Dense(3)), r"layer 'r' \(Reshape\): a Reshape of a "
+        r"spatial value to \(4, 8\)"),
     "a per-position head": (lambda k: _seq(
         k, (10, 3), k.layers.Conv1D(4, 3, activation="softmax", name="seg")),
         r"layer 'seg' \(Conv1D\): activation 'softmax'"),

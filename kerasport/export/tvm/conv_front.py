@@ -139,9 +139,11 @@ class Steps:
 
 @dataclass(frozen=True)
 class GlobalPool:
-    """GlobalMaxPooling/GlobalAveragePooling: one value per channel, the flat output."""
+    """GlobalMaxPooling/GlobalAveragePooling: one value per channel, the flat output (with
+    `keepdims`, a 1x1 grid the front goes on with)."""
 
     kind: str
+    keepdims: bool = False
 
 
 @dataclass(frozen=True)
@@ -307,9 +309,11 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
     Pooling and steps run on whole vectors of channels, so a value whose channels are not
     a whole number of vectors (the input's) is first copied to a padded stride."""
     stages = list(front.stages)
-    if not stages or not isinstance(stages[-1], (Flatten, GlobalPool)):
+    flat = [isinstance(s, Flatten) or (isinstance(s, GlobalPool) and not s.keepdims)
+            for s in stages]
+    if not flat or not flat[-1]:
         raise ExportError("a convolution front must end in Flatten or a global pooling")
-    if any(isinstance(s, (Flatten, GlobalPool)) for s in stages[:-1]):
+    if any(flat[:-1]):
         raise ExportError("a convolution front has one flat output, its last stage")
     if front.sources and len(front.sources) != len(stages):
         raise ExportError("a convolution front names a source for each stage")
@@ -330,7 +334,7 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
             raise ExportError(f"{where} reads whole vectors of channels: copy the input to a "
                               "padded stride first (a Pad stage of no padding)")
         grid = out_grid(stage, src.grid)
-        if isinstance(stage, (Flatten, GlobalPool)):
+        if flat[index]:
             dst = _Buffer(FLAT, grid, round_up(grid.c, lanes), rows=True)
         elif isinstance(stage, Conv):
             dst = _Buffer(f"S{index}", grid, 0)

@@ -159,16 +159,17 @@ class FrontBuilder:
         elif kind in _PADDINGS:
             stages = [_zero_padding(layer, _PADDINGS[kind])]
         elif kind in _GLOBAL_POOLS:
-            if getattr(layer, "keepdims", False):
-                raise refuse(layer, "keepdims=True is not compiled")
-            value, stages = self._vectors(value, layer), [GlobalPool(_GLOBAL_POOLS[kind])]
-        elif kind == "Flatten":
+            keepdims = bool(getattr(layer, "keepdims", False))
+            value = self._vectors(value, layer)
+            stages = [GlobalPool(_GLOBAL_POOLS[kind], keepdims)]
+        elif kind == "Flatten" or (kind == "Reshape" and _flattens(layer, value.grid)):
             stages = [Flatten()]
         else:
             raise refuse(layer, _WHAT_COMPILES)
         for stage in stages:
             value = self.add(stage, value, uses if stage is stages[-1] else 1, layer)
-        if isinstance(stages[-1], (Flatten, GlobalPool)):
+        last = stages[-1]
+        if isinstance(last, Flatten) or (isinstance(last, GlobalPool) and not last.keepdims):
             self.flat = True
             return value.grid.c
         return value
@@ -220,6 +221,20 @@ class FrontBuilder:
             value = self._append(value, after, [], 1, layer)
         value.uses = uses
         return value
+
+
+def _flattens(layer: Any, grid: Grid) -> bool:
+    """Whether a Reshape of a spatial value makes it one row of features (a Flatten); any
+    other Reshape of one is refused."""
+    shape = (grid.w, grid.c) if grid.h == 1 else (grid.h, grid.w, grid.c)
+    try:
+        out = tuple(layer.compute_output_shape((None, *shape))[1:])
+    except (TypeError, ValueError) as exc:
+        raise refuse(layer, f"its target shape {layer.target_shape} does not fit") from exc
+    if out != (grid.positions * grid.c,):
+        raise refuse(layer, f"a Reshape of a spatial value to {out} is not compiled (only to "
+                     "one row of features, as Flatten)")
+    return True
 
 
 def _grid_after(layer: Any, stage: Stage, grid: Grid) -> Grid:

@@ -191,9 +191,10 @@ class _Graph:
             self._read(part)
         return _Value(sum(p.width for p in parts), uses, parts=parts)
 
-    def finish(self, value: _Value) -> list[Node]:
-        """The nodes, the last one holding the model's output."""
-        if not any(b.kernel is not None for b in self.nodes):
+    def finish(self, value: _Value, front: bool = False) -> list[Node]:
+        """The nodes, the last one holding the model's output (a model without a front has
+        at least one Dense: the route has nothing to compile otherwise)."""
+        if not front and not any(b.kernel is not None for b in self.nodes):
             raise ExportError("the model has no Dense layer for the TVM route to compile")
         last = len(self.nodes) - 1
         if value.node != last or value.parts or len(self.nodes[last].steps) != value.steps:
@@ -221,7 +222,7 @@ def tvm_network(model: Any) -> Network:
             "it on ONNX Runtime)"
         )
     front = None if graph.front is None else graph.front.front()
-    return Network(graph.finish(output), math.prod(shape), front)
+    return Network(graph.finish(output, front is not None), math.prod(shape), front)
 
 
 def _subclassed(model: Any) -> ExportError:
