@@ -8,8 +8,9 @@ and trained one epoch on random rows so BatchNormalization statistics move): a
 BatchNormalization MLP, a LayerNormalization MLP, a residual MLP (Add of two Dense outputs),
 a gelu MLP, a silu MLP, and a pre-norm residual MLP (h + Dense(relu(Dense(BatchNorm(h)))),
 the tabular ResNet's block), and three convolutional classifiers on the convolution route
-(issue "Beyond one model family"'s 2-D CNN of the test zoo, its Conv1D sequence model, and
-Keras' MNIST convnet: 28x28x1, Conv2D 32 and 64 with max pooling, Flatten, Dense 10), each
+(issue "Beyond one model family"'s 2-D CNN of the test zoo, its Conv1D sequence model,
+Keras' MNIST convnet: 28x28x1, Conv2D 32 and 64 with max pooling, Flatten, Dense 10, and
+keras.applications' MobileNetV2 at 32x32x3, alpha 0.35, 10 classes), each
 with `export_bundle(..., tvm_targets=["auto"])` (this CPU's
 widest target: x86-64-v4 with AVX-512, else x86-64-v3). A model the TVM route refuses is
 exported for ONNX Runtime alone and the refusal printed in its rows. Each bundle then goes
@@ -21,7 +22,9 @@ of ../shared's make_examples trace, or the packaged summary of it). Prints, and 
 OUT/TVM_FAMILY.md, a table model x rows with ONNX Runtime, TVM, the ratio ONNX Runtime /
 TVM and the TVM kernel floor, and per model the goals (TVM >= 1.0x at every row count; for
 DeepVariant's model >= 1.3x on the whole trace and the whole call within 10% of the kernel
-floor at 1-8 rows) met or missed; the raw figures go to OUT/results.json.
+floor at 1-8 rows) met or missed, and each model's export time (ONNX conversion, TVM compile,
+the check against Keras, the timing against ONNX Runtime); the raw figures go to
+OUT/results.json.
 """
 
 from __future__ import annotations
@@ -121,7 +124,12 @@ def build_cnns(directory: Path) -> dict[str, Path]:
             L.Dropout(0.5), L.Dense(10, activation="softmax"),
         ])
 
-    builders = {"cnn2d": ZOO["cnn2d"].build, "conv1d": ZOO["conv1d"].build, "mnist-cnn": mnist}
+    def mobilenet_v2(keras: Any) -> Any:
+        return keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35,
+                                              weights=None, classes=10)
+
+    builders = {"cnn2d": ZOO["cnn2d"].build, "conv1d": ZOO["conv1d"].build, "mnist-cnn": mnist,
+                "mobilenet-v2": mobilenet_v2}
     rng = np.random.default_rng(SEED)
     paths = {}
     for name, build in builders.items():
@@ -180,7 +188,9 @@ def main() -> None:
                   **build_cnns(Path(tmp))}
         for name, model in models.items():
             print(f"== {name}: export", file=sys.stderr, flush=True)
+            exporting = time.perf_counter()
             bundle, refused = export(model, Path(tmp) / f"{name}-bundle")
+            export_s = time.perf_counter() - exporting
             print(f"== {name}: bench", file=sys.stderr, flush=True)
             results = bench(bundle, model, Path(tmp) / f"{name}-bench", args.quick,
                             trace=name == "deepvariant")
@@ -189,6 +199,7 @@ def main() -> None:
             figures[name] = {
                 "tvm_engine": tvm,
                 "tvm_refused": refused,
+                "export_s": export_s,
                 "latency": latency,
                 "trace": results.get("trace"),
                 "trace_source": results["meta"].get("trace_source"),
@@ -272,6 +283,9 @@ def table(meta: dict[str, Any], figures: dict[str, Any]) -> str:
         if name == "deepvariant":
             verdicts += _deepvariant_goals(entry)
     lines += ["", "## Goals", "", *verdicts]
+    lines += ["", "## Export (ONNX, TVM compile, check against Keras, timing), seconds", "",
+              "| model | export |", "|---|---|"]
+    lines += [f"| {name} | {entry['export_s']:.1f} s |" for name, entry in figures.items()]
     trace_line = _trace_line(figures.get("deepvariant"))
     if trace_line:
         lines += ["", trace_line]

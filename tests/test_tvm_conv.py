@@ -502,6 +502,28 @@ def test_wide_flat_features_bound_the_blocked_buffers(tmp_path: Path) -> None:
     check_agreement(keras_predict(model, x), runner.run(x), 1e-5, "softmax")
 
 
+def test_stages_share_scratch_buffers_once_their_values_are_read(tmp_path: Path) -> None:
+    """A ResNet's front holds a few values at once whatever its depth: its scratch is a
+    few buffers (each at least the largest value it held), not one per stage, and the
+    results stay Keras'."""
+    import keras
+
+    from kerasport.export.tvm import host_target
+    from kerasport.export.tvm.conv_front import plan_front
+    from kerasport.export.tvm.keras_layers import tvm_network
+
+    model = CASES["a ResNet (identity and projection shortcuts, a merge of three)"](keras)
+    front = tvm_network(model).front
+    assert front is not None
+    plan = plan_front(front, host_target())
+    assert len(plan.scratch) <= 4 < len(front.stages)
+    sizes = {buffer.name: buffer.size for buffer in plan.scratch}
+    for stage in plan.stages:
+        if not stage.dst.rows:
+            assert stage.dst.size <= sizes[stage.dst.name]
+    _compare(model, tmp_path)
+
+
 def test_a_conv_description_is_checked_before_loading(tmp_path: Path) -> None:
     """The scratch sizes, the flat buffer, the front kernel and its share of the arrays are
     the kernels' calling convention: missing or wrong, the library is refused (a wrong size

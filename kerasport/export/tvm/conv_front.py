@@ -28,7 +28,7 @@ one row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -234,7 +234,7 @@ class FrontPlan:
 
     front: Front
     stages: tuple[_Planned, ...]
-    scratch: tuple[_Buffer, ...]
+    scratch: tuple[Scratch, ...]
     flat: _Buffer
     arrays: tuple[tuple[str, np.ndarray], ...]  # (buffer name, packed array)
 
@@ -246,7 +246,7 @@ class FrontPlan:
         that many floats past the other buffer's end."""
         return max(p.dst.stride for p in self.stages)
 
-    def allocated(self, buffer: _Buffer) -> int:
+    def allocated(self, buffer: Scratch) -> int:
         return buffer.size + self.slack
 
     def cell(self, p: _Planned, position: str, channel: str) -> Cell:
@@ -320,7 +320,6 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
     lanes = target.lanes
     source_x = _Buffer("X", front.grid, front.grid.c, rows=True)
     planned: list[_Planned] = []
-    scratch: list[_Buffer] = []
     arrays: list[tuple[str, np.ndarray]] = []
     for index, stage in enumerate(stages):
         where = f"convolution stage {index} ({type(stage).__name__})"
@@ -382,9 +381,57 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
         params = stage.params if isinstance(stage, WITH_STEPS) else ()
         arrays += [(f"CP{index}_{p}", _padded(a, dst.stride)) for p, a in enumerate(params)]
         planned.append(_Planned(stage, index, src, dst, activation, width, panels))
-        if not dst.rows:
-            scratch.append(dst)
-    return FrontPlan(front, tuple(planned), tuple(scratch), planned[-1].dst, tuple(arrays))
+    shared, scratch = _share_scratch(planned, front)
+    return FrontPlan(front, tuple(shared), scratch, shared[-1].dst, tuple(arrays))
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """One per-call buffer of the front kernel, shared by stages whose values do not live
+    at once; `size` floats (the largest of them)."""
+
+    name: str
+    size: int
+
+
+def _share_scratch(
+    planned: list[_Planned], front: Front
+) -> tuple[list[_Planned], tuple[Scratch, ...]]:
+    """Give each stage's value a scratch buffer no value still to be read holds: a stage's
+    buffer is free once the last stage reading it (as its source or a merge) has run. A
+    ResNet's front then needs a few buffers of its largest map, not one per layer."""
+    last_read: dict[int, int] = {}
+    for p in planned:
+        for source in (front.source(p.index), *merge_sources(p.activation)):
+            last_read[source] = p.index
+    sizes: list[int] = []
+    holders: dict[int, int] = {}  # buffer -> the stage whose value it holds
+    names: dict[int, str] = {}
+    for p in planned:
+        for buffer, stage in list(holders.items()):
+            if last_read.get(stage, stage) < p.index:
+                del holders[buffer]
+        if p.dst.rows:
+            continue
+        free = [b for b in range(len(sizes)) if b not in holders]
+        fits = [b for b in free if sizes[b] >= p.dst.size]
+        if fits:
+            buffer = min(fits, key=lambda b: sizes[b])
+        elif free:
+            buffer = max(free, key=lambda b: sizes[b])
+        else:
+            buffer = len(sizes)
+            sizes.append(0)
+        sizes[buffer] = max(sizes[buffer], p.dst.size)
+        holders[buffer] = p.index
+        names[p.index] = f"S{buffer}"
+
+    def named(buffer: _Buffer, stage: int) -> _Buffer:
+        return buffer if buffer.rows else replace(buffer, name=names[stage])
+
+    shared = [replace(p, src=named(p.src, front.source(p.index)), dst=named(p.dst, p.index))
+              for p in planned]
+    return shared, tuple(Scratch(f"S{b}", size) for b, size in enumerate(sizes))
 
 
 # --- TVMScript text ---------------------------------------------------------------------------

@@ -246,11 +246,18 @@ class TvmRunner:
     def _new_slot(self, rows: int, kernel: Callable[..., Any], *extra: int) -> _Slot:
         """Fresh aligned buffers for `rows` rows (see aligned_empty for why aligned)."""
         return _Slot(
-            self._shared, aligned_empty((rows, self.num_features)),
-            [aligned_empty((size,)) for size in self._scratch],
+            self._shared, aligned_empty((rows, self.num_features)), self._thread_scratch(),
             [aligned_empty((rows, width)) for width in self._hidden],
             aligned_empty((rows, self._padded_out)), kernel, *extra,
         )
+
+    def _thread_scratch(self) -> list[np.ndarray]:
+        """This thread's per-call scratch buffers, shared by all its slots (a thread runs
+        one call at a time; a large CNN's scratch is megabytes)."""
+        scratch: list[np.ndarray] | None = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = [aligned_empty((size,)) for size in self._scratch]
+        return scratch
 
     def _try_every_kernel(self) -> None:
         """Call each kernel once on zeros: a kernel compiled for other shapes than the
