@@ -266,6 +266,23 @@ def test_every_target_this_cpu_runs_compiles_the_convolutions(
     _compare(CASES[name](keras), tmp_path, target=resolve_targets([target])[0])
 
 
+def test_keras_applications_compile(tmp_path: Path) -> None:
+    """Models as users take them from keras.applications: MobileNet (ZeroPadding, ReLU6,
+    depthwise convolutions, a keepdims pooling and a 1x1-convolution head) compiled and
+    compared; ResNet50's and MobileNetV2's fronts (residual blocks, inverted residuals)
+    read without a refusal (compiled and checked by benchmarks/bench_tvm_family.py)."""
+    import keras
+
+    applications = keras.applications
+    _compare(applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25, weights=None,
+                                    classes=10), tmp_path)
+    from kerasport.export.tvm.keras_layers import tvm_network
+
+    for build in (applications.ResNet50, applications.MobileNetV2):
+        network = tvm_network(build(input_shape=(32, 32, 3), weights=None, classes=10))
+        assert network.front is not None and len(network.front.stages) > 50
+
+
 def _random_cnn(keras: Any, seed: int) -> Any:
     """A Sequential CNN from seeded choices: 1-D or 2-D, convolutions of assorted filters,
     kernels, strides, dilations and paddings, pooling, zero padding and per-channel steps,
