@@ -232,7 +232,7 @@ def table(meta: dict[str, Any], figures: dict[str, Any]) -> str:
         return " / ".join(f"{v:.2f}" for v in values)
 
     lines = [
-        "# TVM vs ONNX Runtime across the MLP family and three CNNs (one run, one thread "
+        "# TVM vs ONNX Runtime across the MLP family and CNNs (one run, one thread "
         "per process)",
         "",
         f"- CPU: {meta['cpu']} ({meta['cores']} cores); TVM library: {meta['tvm_target']} "

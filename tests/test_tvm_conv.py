@@ -128,8 +128,10 @@ CASES: dict[str, Case] = {
     "wide filters (several panels)": lambda k: _seq(
         k, (8, 8, 4), k.layers.Conv2D(100, 3, activation="relu"), k.layers.Conv2D(50, 1),
         k.layers.GlobalAveragePooling2D(), k.layers.Dense(3, activation="softmax")),
-    "one filter, then a Dense graph with a residual block": lambda k: _residual_after_conv(k),
-    "a nested convolution block in a functional model": lambda k: _nested_block(k),
+    "one filter, then a Dense graph with a residual block": lambda k: _functional(
+        k, 3, (15, 2), _residual_after_conv),
+    "a nested convolution block in a functional model": lambda k: _functional(
+        k, 5, (8, 8, 3), _nested_block),
     "batch normalization on the channel axis by number": lambda k: _seq(
         k, (6, 6, 3), k.layers.Conv2D(4, 3), k.layers.BatchNormalization(axis=3),
         k.layers.Flatten(), k.layers.Dense(3, activation="softmax")),
@@ -139,9 +141,10 @@ CASES: dict[str, Case] = {
     "the input reshaped into an image": lambda k: _seq(
         k, (24,), k.layers.Reshape((4, -1, 2)), k.layers.Conv2D(3, 2, activation="relu"),
         k.layers.Flatten(), k.layers.Dense(2, activation="sigmoid")),
-    "a ResNet (identity and projection shortcuts, a merge of three)":
-        lambda k: _resnet(k),
-    "a residual block on the input and a subtract of two branches": lambda k: _branches(k),
+    "a ResNet (identity and projection shortcuts, a merge of three)": lambda k: _functional(
+        k, 13, (12, 12, 3), _resnet),
+    "a residual block on the input and a subtract of two branches": lambda k: _functional(
+        k, 17, (20, 5), _branches),
     "depthwise and separable 2-D (multipliers 1 and 2, same and dilated)": lambda k: _seq(
         k, (12, 12, 3), k.layers.Conv2D(8, 3, activation="relu"),
         k.layers.DepthwiseConv2D(3, depth_multiplier=2, activation="relu"),
@@ -154,7 +157,7 @@ CASES: dict[str, Case] = {
         k.layers.DepthwiseConv1D(3, depth_multiplier=2, activation="relu"),
         k.layers.SeparableConv1D(8, 3, strides=2, padding="same"),
         k.layers.GlobalAveragePooling1D(), k.layers.Dense(3, activation="softmax")),
-    "a MobileNet v2 block": lambda k: _mobilenet(k),
+    "a MobileNet v2 block": lambda k: _functional(k, 19, (10, 10, 3), _mobilenet),
     "MobileNet's head: keepdims pooling, a 1x1 convolution, a reshape, no Dense": lambda k: _seq(
         k, (9, 9, 3), k.layers.Conv2D(8, 3, strides=2, activation="relu"),
         k.layers.GlobalAveragePooling2D(keepdims=True), k.layers.Dropout(0.1),
@@ -168,24 +171,27 @@ CASES: dict[str, Case] = {
 }
 
 
-def _residual_after_conv(keras: Any) -> Any:
-    L = keras.layers
-    keras.utils.set_random_seed(3)
-    inputs = keras.Input((15, 2))
-    x = L.Flatten()(L.Conv1D(1, 4, strides=3, padding="same")(inputs))
-    h = L.Dense(5, activation="relu")(x)
-    x = L.Add()([h, L.Dense(5)(h)])
-    model = keras.Model(inputs, L.Dense(3, activation="softmax")(x))
-    _randomize(model, 3)
+def _functional(keras: Any, seed: int, shape: tuple[int, ...], body: Callable[[Any, Any], Any]
+                ) -> Any:
+    """keras.Model(inputs, body(keras, inputs)) from a fixed seed, weights randomized."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, body(keras, inputs))
+    _randomize(model, seed)
     return model
 
 
-def _resnet(keras: Any) -> Any:
+def _residual_after_conv(keras: Any, inputs: Any) -> Any:
+    L = keras.layers
+    x = L.Flatten()(L.Conv1D(1, 4, strides=3, padding="same")(inputs))
+    h = L.Dense(5, activation="relu")(x)
+    return L.Dense(3, activation="softmax")(L.Add()([h, L.Dense(5)(h)]))
+
+
+def _resnet(keras: Any, inputs: Any) -> Any:
     """Keras' ResNet v1 basic blocks: conv-BN-relu-conv-BN + shortcut, relu; the second
     block halves the grid with a strided 1x1 projection; then three branches averaged."""
     L = keras.layers
-    keras.utils.set_random_seed(13)
-    inputs = keras.Input((12, 12, 3))
     x = L.Activation("relu")(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(inputs)))
 
     def block(x: Any, filters: int, strides: int) -> Any:
@@ -198,51 +204,35 @@ def _resnet(keras: Any) -> Any:
 
     x = block(block(x, 16, 1), 20, 2)
     x = L.Average()([x, L.Conv2D(20, 1)(x), L.Conv2D(20, 3, padding="same")(x)])
-    x = L.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, L.Dense(5, activation="softmax")(x))
-    _randomize(model, 13)
-    return model
+    return L.Dense(5, activation="softmax")(L.GlobalAveragePooling2D()(x))
 
 
-def _branches(keras: Any) -> Any:
+def _branches(keras: Any, inputs: Any) -> Any:
     L = keras.layers
-    keras.utils.set_random_seed(17)
-    inputs = keras.Input((20, 5))
     x = L.Add()([inputs, L.Conv1D(5, 3, padding="same")(inputs)])  # a skip from the input
     a = L.MaxPooling1D(2)(L.Conv1D(33, 3, padding="same", activation="elu")(x))
     b = L.AveragePooling1D(2)(L.Conv1D(33, 5, padding="same")(x))
     x = L.Multiply()([L.Subtract()([b, a]), L.Activation("sigmoid")(a)])
-    model = keras.Model(inputs, L.Dense(3, activation="softmax")(L.Flatten()(x)))
-    _randomize(model, 17)
-    return model
+    return L.Dense(3, activation="softmax")(L.Flatten()(x))
 
 
-def _mobilenet(keras: Any) -> Any:
+def _mobilenet(keras: Any, inputs: Any) -> Any:
     """Inverted residual: 1x1 expand, BN, relu6, 3x3 depthwise, BN, relu6, 1x1 project,
     BN, Add with the block's input."""
     L = keras.layers
-    keras.utils.set_random_seed(19)
-    inputs = keras.Input((10, 10, 3))
     x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(16, 3, strides=2, padding="same")(inputs)))
     y = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(48, 1)(x)))
     y = L.ReLU(6.0)(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same")(y)))
     y = L.BatchNormalization()(L.Conv2D(16, 1, use_bias=False)(y))
-    x = L.GlobalAveragePooling2D()(L.Add()([x, y]))
-    model = keras.Model(inputs, L.Dense(4, activation="softmax")(x))
-    _randomize(model, 19)
-    return model
+    return L.Dense(4, activation="softmax")(L.GlobalAveragePooling2D()(L.Add()([x, y])))
 
 
-def _nested_block(keras: Any) -> Any:
+def _nested_block(keras: Any, inputs: Any) -> Any:
     L = keras.layers
-    keras.utils.set_random_seed(5)
     block = keras.Sequential([L.Conv2D(8, 3, padding="same"), L.BatchNormalization(),
                               L.Activation("relu"), L.MaxPooling2D()], name="block")
-    inputs = keras.Input((8, 8, 3))
     x = L.GlobalAveragePooling2D()(block(L.Dropout(0.1)(inputs)))
-    model = keras.Model(inputs, L.Dense(3, activation="softmax")(L.Dense(8, "relu")(x)))
-    _randomize(model, 5)
-    return model
+    return L.Dense(3, activation="softmax")(L.Dense(8, "relu")(x))
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -93,7 +93,9 @@ class Embed:
 @dataclass(frozen=True)
 class Conv:
     """Conv1D/Conv2D with "valid" padding (a Pad stage before it pads it): kernel
-    [kh, kw, cin, filters], then `activation` with per-channel `params`."""
+    [kh, kw, cin, filters], then `activation` with per-channel `params`. `depthwise`:
+    DepthwiseConv1D/2D (and a SeparableConv's first half), kernel [kh, kw, cin, multiplier],
+    output channel ci * multiplier + j as TensorFlow orders them."""
 
     kernel: np.ndarray
     bias: np.ndarray
@@ -101,20 +103,7 @@ class Conv:
     dilation: tuple[int, int]
     activation: ActivationSpec
     params: tuple[np.ndarray, ...] = ()
-
-
-@dataclass(frozen=True)
-class Depthwise:
-    """DepthwiseConv1D/2D (and a SeparableConv's first half) with "valid" padding: kernel
-    [kh, kw, cin, multiplier], output channel ci * multiplier + j as TensorFlow orders them,
-    then `activation` with per-channel `params`."""
-
-    kernel: np.ndarray
-    bias: np.ndarray
-    strides: tuple[int, int]
-    dilation: tuple[int, int]
-    activation: ActivationSpec
-    params: tuple[np.ndarray, ...] = ()
+    depthwise: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,9 +140,8 @@ class Flatten:
     """The grid as one row of h*w*c features, in Keras' order: the flat output."""
 
 
-Stage = Embed | Pad | Conv | Depthwise | Pool | Steps | GlobalPool | Flatten
-TILED = (Conv, Depthwise)  # stages computed on a register tile, with steps of their own
-WITH_STEPS = (Conv, Depthwise, Steps)
+Stage = Embed | Pad | Conv | Pool | Steps | GlobalPool | Flatten
+WITH_STEPS = (Conv, Steps)  # the stages that take steps of their own
 
 
 @dataclass(frozen=True)
@@ -178,10 +166,10 @@ def out_grid(stage: Stage, grid: Grid) -> Grid:
         out = Grid(grid.h, grid.w, int(np.shape(stage.table)[1]))
     elif isinstance(stage, Pad):
         out = Grid(grid.h + stage.top + stage.bottom, grid.w + stage.left + stage.right, grid.c)
-    elif isinstance(stage, TILED):
+    elif isinstance(stage, Conv):
         kh, kw, cin, filters = np.shape(stage.kernel)
         (sh, sw), (dh, dw) = stage.strides, stage.dilation
-        channels = int(filters) * (int(cin) if isinstance(stage, Depthwise) else 1)
+        channels = int(filters) * (int(cin) if stage.depthwise else 1)
         out = Grid((grid.h - (kh - 1) * dh - 1) // sh + 1,
                    (grid.w - (kw - 1) * dw - 1) // sw + 1, channels)
     elif isinstance(stage, Pool):
@@ -329,7 +317,9 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
         src = source_x if source == INPUT else planned[source].dst
         if src.rows and src.name == FLAT:
             raise ExportError(f"{where} reads the flat output")
-        if isinstance(stage, (Pool, Steps, GlobalPool, Depthwise)) and src.stride % lanes:
+        vectors = isinstance(stage, (Pool, Steps, GlobalPool)) or (
+            isinstance(stage, Conv) and stage.depthwise)
+        if vectors and src.stride % lanes:
             raise ExportError(f"{where} reads whole vectors of channels: copy the input to a "
                               "padded stride first (a Pad stage of no padding)")
         grid = out_grid(stage, src.grid)
@@ -341,19 +331,19 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
             dst = _Buffer(f"S{index}", grid, round_up(grid.c, lanes))
         activation = _activation(stage, where, grid, index, planned)
         width = panels = 0
-        if isinstance(stage, TILED):
+        if isinstance(stage, Conv):
             kernel, bias = np.asarray(stage.kernel), np.asarray(stage.bias)
             if kernel.ndim != 4 or kernel.shape[2] != src.grid.c or bias.shape != (grid.c,):
                 raise ExportError(f"{where}: kernel {kernel.shape} and bias {bias.shape} do "
                                   f"not fit {src.grid.c} input channels")
             if not (np.all(np.isfinite(kernel)) and np.all(np.isfinite(bias))):
                 raise ExportError(f"{where} has non-finite weights")
-        if isinstance(stage, Depthwise):
+        if isinstance(stage, Conv) and stage.depthwise:
             taps = kernel.shape[0] * kernel.shape[1]
             packed = np.zeros((taps, dst.stride), dtype=np.float32)
             packed[:, : grid.c] = kernel.reshape(taps, grid.c)  # column ci * m + j
             arrays += [(f"CD{index}", packed), (f"CB{index}", _padded(bias, dst.stride))]
-        if isinstance(stage, Conv):
+        if isinstance(stage, Conv) and not stage.depthwise:
             width = target.panel_width(grid.c)
             panels = -(-grid.c // width)
             dst = _Buffer(dst.name, grid, width * panels)
@@ -562,7 +552,7 @@ def _depthwise(out: Out, depth: int, plan: FrontPlan, p: _Planned, target: TvmTa
     """Each vector of output channels over a run of positions: acc += window * tap, the
     input channel of output channel o being o // multiplier."""
     stage, src, dst = p.stage, p.src, p.dst
-    assert isinstance(stage, Depthwise)
+    assert isinstance(stage, Conv) and stage.depthwise
     lanes, i = target.lanes, p.index
     kh, kw, _, multiplier = np.shape(stage.kernel)
     (sh, sw), (dh, dw) = stage.strides, stage.dilation
@@ -723,10 +713,10 @@ def front_source(name: str, plan: FrontPlan, target: TvmTarget) -> str:
             _embed(out, 2, p, target.lanes)
         elif isinstance(stage, Pad):
             _pad(out, 2, p, target.lanes)
+        elif isinstance(stage, Conv) and stage.depthwise:
+            _depthwise(out, 2, plan, p, target)
         elif isinstance(stage, Conv):
             _conv(out, 2, plan, p, target)
-        elif isinstance(stage, Depthwise):
-            _depthwise(out, 2, plan, p, target)
         elif isinstance(stage, Pool):
             _pool(out, 2, p, target.lanes)
         elif isinstance(stage, Steps):
@@ -744,11 +734,11 @@ def lane_buffers(plan: FrontPlan, target: TvmTarget) -> set[str]:
     acts = 0
     for p in plan.stages:
         acts = max(acts, tile_buffers(tile_steps(p.activation)))
-        if isinstance(p.stage, Conv):
+        if isinstance(p.stage, Conv) and not p.stage.depthwise:
             positions, group = conv_tile(p, target)
             names.update(f"acc_{x}_{j}_{v}" for x in range(positions) for j in range(group)
                          for v in range(p.width // target.lanes))
-        if isinstance(p.stage, Depthwise):
+        if isinstance(p.stage, Conv) and p.stage.depthwise:
             names.update(f"acc_{x}_0_0" for x in range(depthwise_tile(p, target)))
     return names | {f"act{i}" for i in range(acts)}
 
@@ -757,7 +747,9 @@ def describe(plan: FrontPlan) -> list[dict[str, Any]]:
     """The stages for the manifest (what a reader of the bundle sees, not what runs)."""
     described = []
     for p in plan.stages:
-        entry: dict[str, Any] = {"kind": type(p.stage).__name__.lower(),
+        depthwise = isinstance(p.stage, Conv) and p.stage.depthwise
+        kind = "depthwise" if depthwise else type(p.stage).__name__.lower()
+        entry: dict[str, Any] = {"kind": kind,
                                  "source": plan.front.source(p.index),
                                  "in": [p.src.grid.h, p.src.grid.w, p.src.grid.c],
                                  "out": [p.dst.grid.h, p.dst.grid.w, p.dst.grid.c]}

@@ -27,7 +27,6 @@ from kerasport.export.tvm.conv_front import (
     INPUT,
     WITH_STEPS,
     Conv,
-    Depthwise,
     Flatten,
     Front,
     GlobalPool,
@@ -300,9 +299,9 @@ def _conv(layer: Any, grid: Grid, dims: int) -> list[Stage]:
     if kind.startswith("Conv"):
         return [*stages, Conv(kernel, bias, strides, dilation, activation)]
     if kind.startswith("Depthwise"):
-        return [*stages, Depthwise(kernel, bias, strides, dilation, activation)]
-    depthwise = Depthwise(kernel, np.zeros(kernel.shape[2] * kernel.shape[3]), strides,
-                          dilation, Activation("linear"))
+        return [*stages, Conv(kernel, bias, strides, dilation, activation, depthwise=True)]
+    depthwise = Conv(kernel, np.zeros(kernel.shape[2] * kernel.shape[3]), strides, dilation,
+                     Activation("linear"), depthwise=True)
     pointwise = array(layer.pointwise_kernel).reshape(1, 1, -1, out)
     return [*stages, depthwise, Conv(pointwise, bias, (1, 1), (1, 1), activation)]
 
