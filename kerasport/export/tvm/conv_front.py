@@ -325,8 +325,8 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
         grid = out_grid(stage, src.grid)
         if flat[index]:
             dst = _Buffer(FLAT, grid, round_up(grid.c, lanes), rows=True)
-        elif isinstance(stage, Conv):
-            dst = _Buffer(f"S{index}", grid, 0)
+        elif isinstance(stage, Conv) and not stage.depthwise:
+            dst = _Buffer(f"S{index}", grid, 0)  # its panels set the stride (below)
         else:
             dst = _Buffer(f"S{index}", grid, round_up(grid.c, lanes))
         activation = _activation(stage, where, grid, index, planned)
