@@ -26,6 +26,7 @@ from kerasport.export.bundle import check_destination, write_atomically
 from kerasport.export.check import (
     DEFAULT_ATOL,
     check_agreement,
+    deepvariant_rows,
     depends_on_chunking,
     keras_predict,
     probe_examples,
@@ -89,7 +90,9 @@ def export_bundle(
         largest_layer_bytes(model),
         4 * (num_features + math.prod(outputs.shape)),
     )
-    probe = probe_examples(inputs, probe_rows(per_example)) if probe is None else probe
+    if probe is None:
+        probe = probe_examples(inputs, probe_rows(per_example),
+                               deepvariant=deepvariant_rows(inputs, outputs, feature_names))
     reference = keras_predict(model, probe)
     onnx_bytes = proto.SerializeToString()
     onnx_details: dict[str, Any] = {"opset": opset, "ir_version": int(proto.ir_version)}

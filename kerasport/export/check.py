@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from kerasport.errors import ExportError
-from kerasport.manifest import InputSpec
+from kerasport.manifest import InputSpec, OutputSpec
 
 PROBE_ROWS = 256
 MIN_PROBE_ROWS = 16
@@ -21,13 +21,26 @@ def probe_rows(row_bytes: int) -> int:
 DEFAULT_ATOL = 1e-5
 
 
-def probe_examples(inputs: InputSpec | int, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
+def deepvariant_rows(inputs: InputSpec, outputs: OutputSpec, feature_names: Any) -> bool:
+    """Whether a model's rows are DeepVariant's features (integers 0-100): it records
+    DeepVariant's feature names (small_model_info.json), or it is shaped like the small
+    model, (rows, features) in and 3 softmax classes out (verify's default gate asks the
+    same)."""
+    shaped = len(inputs.shape) == 1 and outputs.shape == (3,) and outputs.head == "softmax"
+    return feature_names is not None or shaped
+
+
+def probe_examples(
+    inputs: InputSpec | int, rows: int = PROBE_ROWS, seed: int = 0, deepvariant: bool = True
+) -> np.ndarray:
     """Deterministic examples of the model's input spec (an int: (features,) floats).
 
-    A (batch, features) model or an integer input gets values 0-100 (int64 for a float32
-    table), the range DeepVariant's features live in; an Embedding's indices are drawn over
-    the whole vocabulary; any other float input gets standard normal values, the scale
-    normalized inputs and images have.
+    DeepVariant's rows (`deepvariant`, for a (features,) float spec) and an integer input
+    get values 0-100 (int64 for a float32 table), the range DeepVariant's features live in;
+    an Embedding's indices are drawn over the whole vocabulary; any other float input gets
+    standard normal values, the scale normalized inputs and images have (a 784-512-256-10
+    MNIST MLP fed 0-100 runs at activations in the thousands, where float32 rounding alone
+    moves its probabilities past 1e-5).
     """
     spec = InputSpec((inputs,)) if isinstance(inputs, int) else inputs
     rng = np.random.default_rng(seed)
@@ -35,7 +48,7 @@ def probe_examples(inputs: InputSpec | int, rows: int = PROBE_ROWS, seed: int = 
     if spec.index_range is not None:
         low, high = spec.index_range
         return rng.integers(low, high, size=shape, dtype=np.int64).astype(spec.dtype)
-    if len(spec.shape) == 1 or np.dtype(spec.dtype).kind in "iu":
+    if (len(spec.shape) == 1 and deepvariant) or np.dtype(spec.dtype).kind in "iu":
         table = rng.integers(0, 101, size=shape, dtype=np.int64)
         return table if spec.dtype == "float32" else table.astype(spec.dtype)
     return rng.standard_normal(shape, dtype=np.float32).astype(spec.dtype)
