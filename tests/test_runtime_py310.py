@@ -57,12 +57,9 @@ def test_bundle_loads_and_answers_identically_on_python310_numpy1_ort123(bundles
     assert "py310 ok 3.10" in done.stdout
 
 
-@pytest.mark.skipif(
-    not PY310, reason="KERASPORT_PY310 unset: no Python 3.10 runtime env (make test builds one)"
-)
-def test_a_tvm_library_loads_on_python310_without_the_compiler(
-    trained_models, tmp_path: Path
-) -> None:
+def _tvm_on_python310(model: Path, x: np.ndarray, tmp_path: Path) -> None:
+    """Export `model` with this CPU's TVM library; Python 3.10 loads it without the compiler
+    and answers `x` with the same bits as here."""
     pytest.importorskip("tvm")
     from kerasport.export import export_bundle
     from kerasport.export.tvm import runnable_targets
@@ -70,8 +67,7 @@ def test_a_tvm_library_loads_on_python310_without_the_compiler(
     if not runnable_targets():
         pytest.skip("this CPU runs no TVM target (AVX2)")
 
-    bundle = export_bundle(trained_models["wgs"], tmp_path / "bundle", tvm_targets=["auto"])
-    x, _ = synthetic_examples(300, 70, seed=12)
+    bundle = export_bundle(model, tmp_path / "bundle", tvm_targets=["auto"])
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "expected.npy", kerasport.runtime.load(bundle, backend="tvm").predict(x))
     script = textwrap.dedent(
@@ -92,3 +88,31 @@ def test_a_tvm_library_loads_on_python310_without_the_compiler(
     )
     assert done.returncode == 0, done.stderr
     assert "py310 tvm ok tvm-" in done.stdout
+
+
+@pytest.mark.skipif(
+    not PY310, reason="KERASPORT_PY310 unset: no Python 3.10 runtime env (make test builds one)"
+)
+def test_a_tvm_library_loads_on_python310_without_the_compiler(
+    trained_models, tmp_path: Path
+) -> None:
+    _tvm_on_python310(trained_models["wgs"], synthetic_examples(300, 70, seed=12)[0], tmp_path)
+
+
+@pytest.mark.skipif(
+    not PY310, reason="KERASPORT_PY310 unset: no Python 3.10 runtime env (make test builds one)"
+)
+def test_a_convolutional_library_loads_on_python310(tmp_path: Path) -> None:
+    """The convolution route's front kernel and scratch buffers, on images."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((10, 10, 2)), L.Conv2D(8, 3, padding="same", activation="relu"),
+        L.MaxPooling2D(), L.DepthwiseConv2D(3), L.GlobalAveragePooling2D(),
+        L.Dense(3, activation="softmax"),
+    ])
+    model.save(tmp_path / "cnn.keras")
+    x = np.random.default_rng(4).standard_normal((300, 10, 10, 2)).astype(np.float32)
+    _tvm_on_python310(tmp_path / "cnn.keras", x, tmp_path)
