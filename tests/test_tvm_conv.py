@@ -158,6 +158,8 @@ CASES: dict[str, Case] = {
         k.layers.SeparableConv1D(8, 3, strides=2, padding="same"),
         k.layers.GlobalAveragePooling1D(), k.layers.Dense(3, activation="softmax")),
     "a MobileNet v2 block": lambda k: _functional(k, 19, (10, 10, 3), _mobilenet),
+    "Inception branches and DenseNet blocks (Concatenate on channels)": lambda k: _functional(
+        k, 23, (12, 12, 3), _concatenations),
     "MobileNet's head: keepdims pooling, a 1x1 convolution, a reshape, no Dense": lambda k: _seq(
         k, (9, 9, 3), k.layers.Conv2D(8, 3, strides=2, activation="relu"),
         k.layers.GlobalAveragePooling2D(keepdims=True), k.layers.Dropout(0.1),
@@ -227,6 +229,21 @@ def _mobilenet(keras: Any, inputs: Any) -> Any:
     return L.Dense(4, activation="softmax")(L.GlobalAveragePooling2D()(L.Add()([x, y])))
 
 
+def _concatenations(keras: Any, inputs: Any) -> Any:
+    """An Inception module (1x1, 3x3 and pooled branches joined) reading the input among
+    its branches, then two DenseNet layers (x = [x, conv(relu(bn(x)))])."""
+    L = keras.layers
+    x = L.Concatenate()([
+        L.Conv2D(5, 1, activation="relu")(inputs),
+        L.Conv2D(8, 3, padding="same", activation="relu")(inputs),
+        L.MaxPooling2D(3, strides=1, padding="same")(inputs), inputs,
+    ])
+    for _ in range(2):
+        y = L.Conv2D(7, 3, padding="same")(L.Activation("relu")(L.BatchNormalization()(x)))
+        x = L.Concatenate(axis=-1)([x, y])
+    return L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(x))
+
+
 def _nested_block(keras: Any, inputs: Any) -> Any:
     L = keras.layers
     block = keras.Sequential([L.Conv2D(8, 3, padding="same"), L.BatchNormalization(),
@@ -259,8 +276,9 @@ def test_every_target_this_cpu_runs_compiles_the_convolutions(
 def test_keras_applications_compile(tmp_path: Path) -> None:
     """Models as users take them from keras.applications: MobileNet (ZeroPadding, ReLU6,
     depthwise convolutions, a keepdims pooling and a 1x1-convolution head) compiled and
-    compared; ResNet50's and MobileNetV2's fronts (residual blocks, inverted residuals)
-    read without a refusal (compiled and checked by benchmarks/bench_tvm_family.py)."""
+    compared; ResNet50's, MobileNetV2's and DenseNet121's fronts (residual blocks, inverted
+    residuals, concatenations) read without a refusal (MobileNetV2 is compiled and checked by
+    benchmarks/bench_tvm_family.py)."""
     import keras
 
     applications = keras.applications
@@ -268,7 +286,7 @@ def test_keras_applications_compile(tmp_path: Path) -> None:
                                     classes=10), tmp_path)
     from kerasport.export.tvm.keras_layers import tvm_network
 
-    for build in (applications.ResNet50, applications.MobileNetV2):
+    for build in (applications.ResNet50, applications.MobileNetV2, applications.DenseNet121):
         network = tvm_network(build(input_shape=(32, 32, 3), weights=None, classes=10))
         assert network.front is not None and len(network.front.stages) > 50
 
@@ -398,10 +416,10 @@ def _two_flat_outputs(keras: Any) -> Any:
     return keras.Model(inputs, L.Dense(3)(x))
 
 
-def _spatial_concatenation(keras: Any) -> Any:
+def _positions_concatenation(keras: Any) -> Any:
     L = keras.layers
     inputs = keras.Input((8, 8, 3))
-    x = L.Concatenate(name="cat")([L.Conv2D(4, 3)(inputs), L.Conv2D(4, 3)(inputs)])
+    x = L.Concatenate(axis=1, name="cat")([L.Conv2D(4, 3)(inputs), L.Conv2D(4, 3)(inputs)])
     return keras.Model(inputs, L.Dense(3)(L.Flatten()(x)))
 
 
@@ -414,8 +432,8 @@ REFUSED: dict[str, tuple[Case, str]] = {
         k.layers.Dense(3)), r"layer 'g' \(Conv2D\): groups=2"),
     "two flat outputs": (_two_flat_outputs, r"layer 'gap' \(GlobalAveragePooling2D\): the "
                          r"convolution route has one flat output"),
-    "a concatenation of spatial values": (_spatial_concatenation,
-                                          r"layer 'cat' \(Concatenate\): on sequences"),
+    "a concatenation along positions": (_positions_concatenation,
+                                        r"layer 'cat' \(Concatenate\): axis 1 is not"),
     "layer normalization over channels": (lambda k: _seq(
         k, (10, 3), k.layers.Conv1D(4, 3), k.layers.LayerNormalization(name="ln"),
         k.layers.Flatten(), k.layers.Dense(3)), r"layer 'ln' \(LayerNormalization\)"),

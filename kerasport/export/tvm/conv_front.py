@@ -118,6 +118,15 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class Concat:
+    """Concatenate on the channel axis: the source's channels, then those of each stage in
+    `others` (INPUT: the model's input), `channels` in all."""
+
+    others: tuple[int, ...]
+    channels: int
+
+
+@dataclass(frozen=True)
 class Steps:
     """Elementwise and per-channel steps on a value no convolution of its own computed (the
     input, or after pooling)."""
@@ -140,7 +149,7 @@ class Flatten:
     """The grid as one row of h*w*c features, in Keras' order: the flat output."""
 
 
-Stage = Embed | Pad | Conv | Pool | Steps | GlobalPool | Flatten
+Stage = Embed | Pad | Conv | Pool | Concat | Steps | GlobalPool | Flatten
 WITH_STEPS = (Conv, Steps)  # the stages that take steps of their own
 
 
@@ -177,6 +186,8 @@ def out_grid(stage: Stage, grid: Grid) -> Grid:
         out = Grid((grid.h + t + b - ph) // sh + 1, (grid.w + left + right - pw) // sw + 1, grid.c)
     elif isinstance(stage, GlobalPool):
         out = Grid(1, 1, grid.c)
+    elif isinstance(stage, Concat):
+        out = Grid(grid.h, grid.w, stage.channels)
     elif isinstance(stage, Flatten):
         out = Grid(1, 1, grid.positions * grid.c)
     else:
@@ -247,6 +258,10 @@ class FrontPlan:
         return Cell(merged, lambda param: f"CP{p.index}_{param}[{channel}]")
 
     @property
+    def input(self) -> _Buffer:
+        return _input_buffer(self.front)
+
+    @property
     def num_features(self) -> int:
         """The model's input width (one example, flattened)."""
         grid = self.front.grid
@@ -256,6 +271,11 @@ class FrontPlan:
     def flat_width(self) -> int:
         """The true width of the flat features (the Dense graph's input)."""
         return self.flat.grid.c
+
+
+def _input_buffer(front: Front) -> _Buffer:
+    """The model's input rows X: one example per row, its own channel count as stride."""
+    return _Buffer("X", front.grid, front.grid.c, rows=True)
 
 
 def _activation(
@@ -306,7 +326,7 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
     if front.sources and len(front.sources) != len(stages):
         raise ExportError("a convolution front names a source for each stage")
     lanes = target.lanes
-    source_x = _Buffer("X", front.grid, front.grid.c, rows=True)
+    source_x = _input_buffer(front)
     planned: list[_Planned] = []
     arrays: list[tuple[str, np.ndarray]] = []
     for index, stage in enumerate(stages):
@@ -353,6 +373,15 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
             arrays.append((f"CW{index}", np.ascontiguousarray(
                 packed.reshape(k, panels, width).transpose(1, 0, 2))))
             arrays.append((f"CB{index}", _padded(bias, dst.stride)))
+        if isinstance(stage, Concat):
+            parts = [src, *(source_x if o == INPUT else planned[o].dst for o in stage.others
+                            if INPUT <= o < index)]
+            if len(parts) != len(stage.others) + 1 or any(
+                (b.grid.h, b.grid.w) != (grid.h, grid.w) or (b.rows and b.name == FLAT)
+                for b in parts
+            ) or sum(b.grid.c for b in parts) != grid.c:
+                raise ExportError(f"{where}: its parts {stage.others} are not earlier values "
+                                  f"of {grid.h}x{grid.w} positions and {grid.c} channels in all")
         if isinstance(stage, Embed):
             table = np.asarray(stage.table)
             if table.ndim != 2 or not 1 <= table.shape[0] <= MAX_INDEX:
@@ -392,7 +421,8 @@ def _share_scratch(
     ResNet's front then needs a few buffers of its largest map, not one per layer."""
     last_read: dict[int, int] = {}
     for p in planned:
-        for source in (front.source(p.index), *merge_sources(p.activation)):
+        others = p.stage.others if isinstance(p.stage, Concat) else ()
+        for source in (front.source(p.index), *merge_sources(p.activation), *others):
             last_read[source] = p.index
     sizes: list[int] = []
     holders: dict[int, int] = {}  # buffer -> the stage whose value it holds
@@ -678,6 +708,19 @@ def _global_pool(out: Out, depth: int, p: _Planned, lanes: int) -> None:
     out(depth + 2, f"{dst.at(f'q * {lanes} + c')} = {value}")
 
 
+def _concat(out: Out, depth: int, plan: FrontPlan, p: _Planned) -> None:
+    """Each part's true channels, side by side at each position."""
+    assert isinstance(p.stage, Concat)
+    parts = [p.src, *(plan.stages[o].dst if o != INPUT else plan.input for o in p.stage.others)]
+    offset = 0
+    for part in parts:
+        out(depth, f"for i in range({p.dst.grid.positions}):")
+        out(depth + 1, f"for ch in range({part.grid.c}):")
+        out(depth + 2, f"{p.dst.at(f'i * {p.dst.stride} + {offset} + ch')} = "
+            f"{part.at(f'i * {part.stride} + ch')}")
+        offset += part.grid.c
+
+
 def _flatten(out: Out, depth: int, p: _Planned) -> None:
     """The true channels of each position side by side (Keras' Flatten order)."""
     src, dst = p.src, p.dst
@@ -721,6 +764,8 @@ def front_source(name: str, plan: FrontPlan, target: TvmTarget) -> str:
             _pool(out, 2, p, target.lanes)
         elif isinstance(stage, Steps):
             _steps(out, 2, plan, p, target.lanes)
+        elif isinstance(stage, Concat):
+            _concat(out, 2, plan, p)
         elif isinstance(stage, GlobalPool):
             _global_pool(out, 2, p, target.lanes)
         else:

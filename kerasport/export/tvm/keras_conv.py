@@ -6,11 +6,12 @@ Conv1D/Conv2D (any strides and dilation, "valid", "same" or "causal" padding, gr
 DepthwiseConv1D/2D and SeparableConv1D/2D (any depth multiplier),
 MaxPooling and AveragePooling 1D/2D, ZeroPadding 1D/2D, and per-channel steps (activations,
 activation layers, BatchNormalization, Rescaling, Normalization, PReLU shared over
-positions) and merges of values of one shape (Add, Subtract, Multiply, Average, Maximum,
-Minimum: residual blocks, projection shortcuts, branches), until Flatten or a global pooling
+positions), merges of values of one shape (Add, Subtract, Multiply, Average, Maximum,
+Minimum: residual blocks, projection shortcuts, branches) and Concatenate on the channel
+axis (DenseNet's blocks, Inception's branches), until Flatten or a global pooling
 makes the example one row of features, which the Dense graph (keras_layers.py) then reads.
 Layers that are the identity at inference (Dropout, SpatialDropout, ...) are skipped.
-Anything else on a spatial value (a Concatenate, a second flat output, channels_first data)
+Anything else on a spatial value (a broadcast merge, a second flat output, channels_first data)
 is refused by name: the route never guesses.
 """
 
@@ -26,6 +27,7 @@ from kerasport.export.tvm.activations import ROW_WISE, Activation, as_activation
 from kerasport.export.tvm.conv_front import (
     INPUT,
     WITH_STEPS,
+    Concat,
     Conv,
     Flatten,
     Front,
@@ -40,6 +42,7 @@ from kerasport.export.tvm.conv_front import (
 from kerasport.export.tvm.keras_steps import (
     MERGE_LAYERS,
     array,
+    check_last_axis,
     check_not_quantized,
     is_step_layer,
     keras_activation,
@@ -64,9 +67,8 @@ _GLOBAL_POOLS = {
 _PADDINGS = {"ZeroPadding1D": 1, "ZeroPadding2D": 2}
 _WHAT_COMPILES = (
     "on sequences and images it compiles Conv1D/Conv2D, DepthwiseConv, SeparableConv, "
-    "MaxPooling, AveragePooling, "
-    "ZeroPadding, per-channel steps and merges, then Flatten or a global pooling before the "
-    "Dense layers"
+    "MaxPooling, AveragePooling, ZeroPadding, per-channel steps, merges and Concatenate, "
+    "then Flatten or a global pooling before the Dense layers"
 )
 
 
@@ -144,6 +146,8 @@ class FrontBuilder:
         _check_channels_last(layer)
         if kind in MERGE_LAYERS:
             return self._merge(layer, operands, uses)
+        if kind == "Concatenate":
+            return self._concatenate(layer, operands, uses)
         if len(operands) != 1:
             raise refuse(layer, _WHAT_COMPILES)
         value = operands[0]
@@ -193,6 +197,15 @@ class FrontBuilder:
         self.stages[value.stage] = replace(last, activation=activation, params=tuple(merged))
         self.counts[value.stage] += 1
         return Spatial(value.grid, uses, value.stage, self.counts[value.stage])
+
+    def _concatenate(self, layer: Any, values: list[Spatial], uses: int) -> Spatial:
+        """Concatenate on the channel axis (DenseNet's blocks, Inception's branches)."""
+        check_last_axis(layer, layer.axis, self.rank)
+        if len({(v.grid.h, v.grid.w) for v in values}) != 1:
+            raise refuse(layer, f"its inputs differ in positions ({[v.grid for v in values]})")
+        others = tuple(self._read(v) for v in values[1:])
+        channels = sum(v.grid.c for v in values)
+        return self.add(Concat(others, channels), values[0], uses, layer)
 
     def _merge(self, layer: Any, values: list[Spatial], uses: int) -> Spatial:
         """Keras' merge of values of one grid, as steps of one operand's stage reading the
