@@ -217,6 +217,9 @@ class _Buffer:
 
 @dataclass(frozen=True)
 class _Planned:
+    """One stage after checking: what it reads, where its value goes, its steps, and for a
+    convolution its panels."""
+
     stage: Stage
     index: int
     src: _Buffer
@@ -314,8 +317,10 @@ def _padded(vector: Any, width: int) -> np.ndarray:
 def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
     """Check the stages, give each its buffer and pack its arrays.
 
-    Pooling and steps run on whole vectors of channels, so a value whose channels are not
-    a whole number of vectors (the input's) is first copied to a padded stride."""
+    Pooling, steps and depthwise convolutions read whole vectors of channels, so one that
+    reads the input (whose channels need not fill a vector) is refused: the reader of the
+    model (keras_conv.py) copies the input to a padded stride first, with a Pad stage of no
+    padding."""
     stages = list(front.stages)
     flat = [isinstance(s, Flatten) or (isinstance(s, GlobalPool) and not s.keepdims)
             for s in stages]
