@@ -26,7 +26,6 @@ from kerasport.export.bundle import check_destination, write_atomically
 from kerasport.export.check import (
     DEFAULT_ATOL,
     check_agreement,
-    deepvariant_rows,
     depends_on_chunking,
     keras_predict,
     probe_examples,
@@ -92,7 +91,7 @@ def export_bundle(
     )
     if probe is None:
         probe = probe_examples(inputs, probe_rows(per_example),
-                               deepvariant=deepvariant_rows(inputs, outputs, feature_names))
+                               deepvariant=feature_names is not None)
     reference = keras_predict(model, probe)
     onnx_bytes = proto.SerializeToString()
     onnx_details: dict[str, Any] = {"opset": opset, "ir_version": int(proto.ir_version)}

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from kerasport.errors import ExportError
-from kerasport.manifest import InputSpec, OutputSpec
+from kerasport.manifest import InputSpec
 
 PROBE_ROWS = 256
 MIN_PROBE_ROWS = 16
@@ -21,22 +21,14 @@ def probe_rows(row_bytes: int) -> int:
 DEFAULT_ATOL = 1e-5
 
 
-def deepvariant_rows(inputs: InputSpec, outputs: OutputSpec, feature_names: Any) -> bool:
-    """Whether a model's rows are DeepVariant's features (integers 0-100): it records
-    DeepVariant's feature names (small_model_info.json), or it is shaped like the small
-    model, (rows, features) in and 3 softmax classes out (verify's default gate asks the
-    same)."""
-    shaped = len(inputs.shape) == 1 and outputs.shape == (3,) and outputs.head == "softmax"
-    return feature_names is not None or shaped
-
-
 def probe_examples(
     inputs: InputSpec | int, rows: int = PROBE_ROWS, seed: int = 0, deepvariant: bool = True
 ) -> np.ndarray:
     """Deterministic examples of the model's input spec (an int: (features,) floats).
 
-    DeepVariant's rows (`deepvariant`, for a (features,) float spec) and an integer input
-    get values 0-100 (int64 for a float32 table), the range DeepVariant's features live in;
+    DeepVariant's rows (`deepvariant`: a (features,) float spec whose model records
+    DeepVariant's feature names, small_model_info.json) and an integer input get values
+    0-100 (int64 for a float32 table), the range DeepVariant's features live in;
     an Embedding's indices are drawn over the whole vocabulary; any other float input gets
     standard normal values, the scale normalized inputs and images have (a 784-512-256-10
     MNIST MLP fed 0-100 runs at activations in the thousands, where float32 rounding alone
