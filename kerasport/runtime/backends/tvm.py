@@ -219,6 +219,7 @@ class TvmRunner:
                 rows: module[name] for rows, name in plan.static.items()
             }
             self._blocked: Callable[..., Any] = module[plan.blocked]
+            front = None if plan.front is None else module[plan.front]
         except Exception as exc:  # tvm_ffi raises its own error types from C++
             message = f"the TVM library lacks a kernel named in its manifest: {exc}"
             raise BundleError(message) from exc
@@ -231,11 +232,6 @@ class TvmRunner:
         self.input_shape = (num_features,) if input_shape is None else tuple(input_shape)
         if math.prod(self.input_shape) != num_features:
             raise BundleError(f"input shape {self.input_shape} is not {num_features} features")
-        try:
-            front = None if plan.front is None else module[plan.front]
-        except Exception as exc:  # tvm_ffi raises its own error types from C++
-            message = f"the TVM library lacks a kernel named in its manifest: {exc}"
-            raise BundleError(message) from exc
         self._shared = _Kernels([tvm_ffi.from_dlpack(w) for w in weights], self.input_shape,
                                 num_classes, front, plan.front_arrays)
         self.num_classes = num_classes
