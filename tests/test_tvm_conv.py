@@ -74,7 +74,7 @@ def _compare(model: Any, tmp_path: Path, seed: int = 0, target: Any = None) -> N
     for rows in ROWS:
         x = rng.standard_normal((rows, *shape)).astype(np.float32)
         got = runner.run(x)
-        check_agreement(np.asarray(model(x), np.float32), got, 1e-5, head_kind(model))
+        check_agreement(np.asarray(model(x, training=False), np.float32), got, 1e-5, head_kind(model))
         if rows > 1:
             pieces = [runner.run(x[i : i + 1]) for i in range(rows)]
             assert np.array_equal(np.concatenate(pieces), got), "bits depend on the chunk"
@@ -167,6 +167,11 @@ CASES: dict[str, Case] = {
     "global max pooling keeping its axes, then Flatten": lambda k: _seq(
         k, (12, 4), k.layers.Conv1D(6, 3), k.layers.GlobalMaxPooling1D(keepdims=True),
         k.layers.BatchNormalization(), k.layers.Flatten(), k.layers.Dense(2, "sigmoid")),
+    "augmentation layers (the identity at inference) before the convolutions": lambda k: _seq(
+        k, (10, 10, 3), k.Sequential([k.layers.RandomFlip(), k.layers.RandomRotation(0.1),
+                                      k.layers.RandomZoom(0.1), k.layers.RandomContrast(0.2)]),
+        k.layers.Rescaling(1 / 255.0), k.layers.Conv2D(4, 3, activation="relu"),
+        k.layers.GlobalAveragePooling2D(), k.layers.Dense(3, activation="softmax")),
     "flatten only (an MLP on images)": lambda k: _seq(
         k, (6, 5, 2), k.layers.Flatten(), k.layers.Dense(16, activation="relu"),
         k.layers.Dense(3, activation="softmax")),
@@ -394,7 +399,7 @@ def test_embedding_models_compile_and_match_keras(name: str, tmp_path: Path) -> 
         x = rng.integers(0, vocabulary, size=(rows, *model.input_shape[1:])).astype(np.int32)
         x.reshape(-1)[[0, -1]] = (0, vocabulary - 1)
         got = runner.run(x)
-        check_agreement(np.asarray(model(x), np.float32), got, 1e-5, head_kind(model))
+        check_agreement(np.asarray(model(x, training=False), np.float32), got, 1e-5, head_kind(model))
 
 
 # --- refusals ---------------------------------------------------------------------------------

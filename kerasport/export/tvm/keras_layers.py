@@ -53,6 +53,9 @@ from kerasport.export.tvm.keras_steps import (
 _IDENTITY_AT_INFERENCE = frozenset({
     "InputLayer", "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout",
     "ActivityRegularization", "Identity", "Flatten", "SpatialDropout1D", "SpatialDropout2D",
+    # image augmentation: each returns its input unchanged when not training
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
+    "RandomBrightness",
 })
 @dataclass
 class _Building:
