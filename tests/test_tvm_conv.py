@@ -74,7 +74,8 @@ def _compare(model: Any, tmp_path: Path, seed: int = 0, target: Any = None) -> N
     for rows in ROWS:
         x = rng.standard_normal((rows, *shape)).astype(np.float32)
         got = runner.run(x)
-        check_agreement(np.asarray(model(x, training=False), np.float32), got, 1e-5, head_kind(model))
+        reference = np.asarray(model(x, training=False), np.float32)
+        check_agreement(reference, got, 1e-5, head_kind(model))
         if rows > 1:
             pieces = [runner.run(x[i : i + 1]) for i in range(rows)]
             assert np.array_equal(np.concatenate(pieces), got), "bits depend on the chunk"
@@ -399,7 +400,8 @@ def test_embedding_models_compile_and_match_keras(name: str, tmp_path: Path) -> 
         x = rng.integers(0, vocabulary, size=(rows, *model.input_shape[1:])).astype(np.int32)
         x.reshape(-1)[[0, -1]] = (0, vocabulary - 1)
         got = runner.run(x)
-        check_agreement(np.asarray(model(x, training=False), np.float32), got, 1e-5, head_kind(model))
+        reference = np.asarray(model(x, training=False), np.float32)
+        check_agreement(reference, got, 1e-5, head_kind(model))
 
 
 # --- refusals ---------------------------------------------------------------------------------
