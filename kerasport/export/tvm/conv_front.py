@@ -46,6 +46,7 @@ from kerasport.export.tvm.activations import (
     tile_code,
     tile_steps,
 )
+from kerasport.export.tvm.packing import padded_vector, panel_layout
 from kerasport.export.tvm.targets import TvmTarget
 from kerasport.export.tvm.tvmscript import Writer
 
@@ -307,13 +308,6 @@ def _activation(
     return activation
 
 
-def _padded(vector: Any, width: int) -> np.ndarray:
-    out = np.zeros(width, dtype=np.float32)
-    values = np.asarray(vector, dtype=np.float32)
-    out[: values.size] = values
-    return out
-
-
 def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
     """Check the stages, give each its buffer and pack its arrays.
 
@@ -367,17 +361,14 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
             taps = kernel.shape[0] * kernel.shape[1]
             packed = np.zeros((taps, dst.stride), dtype=np.float32)
             packed[:, : grid.c] = kernel.reshape(taps, grid.c)  # column ci * m + j
-            arrays += [(f"CD{index}", packed), (f"CB{index}", _padded(bias, dst.stride))]
+            arrays += [(f"CD{index}", packed), (f"CB{index}", padded_vector(bias, dst.stride))]
         if isinstance(stage, Conv) and not stage.depthwise:
             width = target.panel_width(grid.c)
             panels = -(-grid.c // width)
             dst = _Buffer(dst.name, grid, width * panels)
-            k = int(np.prod(kernel.shape[:3]))
-            packed = np.zeros((k, width * panels), dtype=np.float32)
-            packed[:, : grid.c] = kernel.reshape(k, grid.c)
-            arrays.append((f"CW{index}", np.ascontiguousarray(
-                packed.reshape(k, panels, width).transpose(1, 0, 2))))
-            arrays.append((f"CB{index}", _padded(bias, dst.stride)))
+            rows = kernel.reshape(-1, grid.c)  # row (ky * kw + kx) * cin + ci
+            arrays.append((f"CW{index}", panel_layout(rows, width, panels)))
+            arrays.append((f"CB{index}", padded_vector(bias, dst.stride)))
         if isinstance(stage, Concat):
             parts = [src, *(source_x if o == INPUT else planned[o].dst for o in stage.others
                             if INPUT <= o < index)]
@@ -403,7 +394,7 @@ def plan_front(front: Front, target: TvmTarget) -> FrontPlan:
         if isinstance(stage, GlobalPool) and stage.kind not in ("max", "avg"):
             raise ExportError(f"{where}: global pooling {stage.kind!r} is not compiled")
         params = stage.params if isinstance(stage, WITH_STEPS) else ()
-        arrays += [(f"CP{index}_{p}", _padded(a, dst.stride)) for p, a in enumerate(params)]
+        arrays += [(f"CP{index}_{p}", padded_vector(a, dst.stride)) for p, a in enumerate(params)]
         planned.append(_Planned(stage, index, src, dst, activation, width, panels))
     shared, scratch = _share_scratch(planned, front)
     return FrontPlan(front, tuple(shared), scratch, shared[-1].dst, tuple(arrays))
@@ -510,38 +501,27 @@ def conv_tile(p: _Planned, target: TvmTarget) -> tuple[int, int]:
     return max(1, min(wo, target.acc_registers // (group * vecs))), group
 
 
+def _window(p: _Planned, ox: str, channel: str) -> str:
+    """The load a convolution reads at tap (ky, kx) for output position (oy, ox)."""
+    assert isinstance(p.stage, Conv)
+    (sh, sw), (dh, dw) = p.stage.strides, p.stage.dilation
+    src = p.src
+    return src.at(f"((oy * {sh} + ky * {dh}) * {src.grid.w} + ({ox}) * {sw} + kx * {dw}) "
+                  f"* {src.stride} + {channel}")
+
+
 def _conv(out: Out, depth: int, plan: FrontPlan, p: _Planned, target: TvmTarget) -> None:
-    stage, src, dst = p.stage, p.src, p.dst
+    stage, dst = p.stage, p.dst
     assert isinstance(stage, Conv)
     lanes, i = target.lanes, p.index
     kh, kw, cin, _ = np.shape(stage.kernel)
-    (sh, sw), (dh, dw) = stage.strides, stage.dilation
     vecs = p.width // lanes
     positions, group = conv_tile(p, target)
     steps = tile_steps(p.activation)
     long_steps = tile_buffers(steps) > 0
     out(depth, f"for oy in range({dst.grid.h}):")
-    depth += 1
-    full, rest = divmod(p.panels, group)
-    spans = [(f"pg * {group}" if full > 1 else "0", group, full)] if full else []
-    if rest:
-        spans.append((str(full * group), rest, 1))
-    runs, tail = divmod(dst.grid.w, positions)
-    for panel0, size, count in spans:
-        at = depth
-        if count > 1:
-            out(at, f"for pg in range({count}):")
-            at += 1
-        pieces = [(f"ox * {positions}", positions, runs)] if runs else []
-        if tail:
-            pieces.append((str(runs * positions), tail, 1))
-        for x0, width, loops in pieces:
-            inner = at
-            if loops > 1:
-                out(inner, f"for ox in range({loops}):")
-                inner += 1
-            elif x0.startswith("ox"):
-                x0 = "0"
+    for at, panel0, size in out.runs(depth + 1, p.panels, group, "pg"):
+        for inner, x0, width in out.runs(at, dst.grid.w, positions, "ox"):
             tiles = [(x, j, v) for x in range(width) for j in range(size) for v in range(vecs)]
 
             def acc(x: int, j: int, v: int) -> str:
@@ -560,10 +540,9 @@ def _conv(out: Out, depth: int, plan: FrontPlan, p: _Planned, target: TvmTarget)
             out(inner + 1, f"for kx in range({kw}):")
             out(inner + 2, f"for ci in range({cin}):")
             for x, j, v in tiles:
-                window = (f"((oy * {sh} + ky * {dh}) * {src.grid.w} + ({x0} + {x}) * {sw} "
-                          f"+ kx * {dw}) * {src.stride} + ci")
+                window = _window(p, f"{x0} + {x}", "ci")
                 out(inner + 3, f"for c in T.vectorized({lanes}):")
-                out(inner + 4, f"{acc(x, j, v)}[c] = {acc(x, j, v)}[c] + {src.at(window)} * "
+                out(inner + 4, f"{acc(x, j, v)}[c] = {acc(x, j, v)}[c] + {window} * "
                     f"CW{i}[{panel0} + {j}, (ky * {kw} + kx) * {cin} + ci, {v * lanes} + c]")
             for x, j, v in tiles:
                 out(inner, f"for c in T.vectorized({lanes}):")
@@ -586,27 +565,16 @@ def depthwise_tile(p: _Planned, target: TvmTarget) -> int:
 def _depthwise(out: Out, depth: int, plan: FrontPlan, p: _Planned, target: TvmTarget) -> None:
     """Each vector of output channels over a run of positions: acc += window * tap, the
     input channel of output channel o being o // multiplier."""
-    stage, src, dst = p.stage, p.src, p.dst
+    stage, dst = p.stage, p.dst
     assert isinstance(stage, Conv) and stage.depthwise
     lanes, i = target.lanes, p.index
     kh, kw, _, multiplier = np.shape(stage.kernel)
-    (sh, sw), (dh, dw) = stage.strides, stage.dilation
     positions = depthwise_tile(p, target)
-    runs, tail = divmod(dst.grid.w, positions)
     steps = tile_steps(p.activation)
     channel = f"q * {lanes} + c"
     source = channel if multiplier == 1 else f"({channel}) // {multiplier}"
     out(depth, f"for oy in range({dst.grid.h}):")
-    pieces = [(f"ox * {positions}", positions, runs)] if runs else []
-    if tail:
-        pieces.append((str(runs * positions), tail, 1))
-    for x0, width, loops in pieces:
-        inner = depth + 1
-        if loops > 1:
-            out(inner, f"for ox in range({loops}):")
-            inner += 1
-        elif x0.startswith("ox"):
-            x0 = "0"
+    for inner, x0, width in out.runs(depth + 1, dst.grid.w, positions, "ox"):
         out(inner, f"for q in range({-(-dst.grid.c // lanes)}):")
         inner += 1
         for x in range(width):
@@ -615,10 +583,9 @@ def _depthwise(out: Out, depth: int, plan: FrontPlan, p: _Planned, target: TvmTa
         out(inner, f"for ky in range({kh}):")
         out(inner + 1, f"for kx in range({kw}):")
         for x in range(width):
-            window = (f"((oy * {sh} + ky * {dh}) * {src.grid.w} + ({x0} + {x}) * {sw} "
-                      f"+ kx * {dw}) * {src.stride} + {source}")
+            window = _window(p, f"{x0} + {x}", source)
             out(inner + 2, f"for c in T.vectorized({lanes}):")
-            out(inner + 3, f"acc_{x}_0_0[c] = acc_{x}_0_0[c] + {src.at(window)} * "
+            out(inner + 3, f"acc_{x}_0_0[c] = acc_{x}_0_0[c] + {window} * "
                 f"CD{i}[ky * {kw} + kx, {channel}]")
         for x in range(width):
             position = f"oy * {dst.grid.w} + {x0} + {x}"

@@ -62,6 +62,7 @@ from kerasport.export.tvm.conv_front import (
     plan_front,
 )
 from kerasport.export.tvm.link import export_library
+from kerasport.export.tvm.packing import padded_vector, panel_layout
 from kerasport.export.tvm.targets import TvmTarget
 from kerasport.export.tvm.tvmscript import Writer
 
@@ -187,20 +188,11 @@ def _plan_nodes(
 def _pack(node: Node, plan: _Plan) -> list[np.ndarray]:
     """Kernel [K, N] -> zero-padded panels [P, K, width]; bias and parameters -> zero-padded
     [P*width]. A map node has only its parameters."""
-    def padded(vector: Any) -> np.ndarray:
-        out = np.zeros(plan.padded, dtype=np.float32)
-        out[: plan.n] = np.asarray(vector, dtype=np.float32)
-        return out
-
     arrays: list[np.ndarray] = []
     if plan.dense:
-        w = np.zeros((plan.k, plan.padded), dtype=np.float32)
-        w[:, : plan.n] = np.asarray(node.kernel, dtype=np.float32)
-        arrays.append(
-            np.ascontiguousarray(w.reshape(plan.k, plan.panels, plan.width).transpose(1, 0, 2))
-        )
-        arrays.append(padded(node.bias))
-    return arrays + [padded(p) for p in node.params]
+        arrays += [panel_layout(node.kernel, plan.width, plan.panels),
+                   padded_vector(node.bias, plan.padded)]
+    return arrays + [padded_vector(p, plan.padded) for p in node.params]
 
 
 def _cell(index: int, row: str, col: str, last: int) -> Cell:
@@ -294,21 +286,7 @@ def _dense_node(
     tile = min(BLOCK_ROWS if rows is None else rows, target.tile_rows)
     block = BLOCK_ROWS if rows is None else rows
     chunks = [(start, min(tile, block - start)) for start in range(0, block, tile)]
-    group = _group_size(plan, target, tile)
-    full, rest = divmod(plan.panels, group)
-    spans: list[tuple[str, int, int]] = []  # (panel0 expression, group, loop count)
-    if full:
-        spans.append(("pg" if full > 1 else "0", group, full))
-    if rest:
-        spans.append((str(full * group), rest, 1))
-    for panel_expr, size, count in spans:
-        depth = 1
-        if count > 1:
-            out(depth, f"for pg in range({count}):")
-            depth += 1
-            panel0 = f"pg * {size}"
-        else:
-            panel0 = panel_expr
+    for depth, panel0, size in out.runs(1, plan.panels, _group_size(plan, target, tile), "pg"):
         row_base = "0"
         if rows is None:
             out(depth, "for rb in range(mb):")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class Writer:
     """Indented TVMScript lines."""
@@ -28,6 +30,19 @@ class Writer:
         stays in memory, and anything over 1 KiB goes to TVM's heap workspace)."""
         for name in sorted(names):
             self(1, f"{name} = T.alloc_buffer(({lanes},), 'float32', scope='global')")
+
+    def runs(self, depth: int, extent: int, size: int, var: str) -> Iterator[tuple[int, str, int]]:
+        """`extent` items (panels, output positions) in runs of `size`, then a shorter tail:
+        for each kind of run, (the depth of its body, its first item as an expression, its
+        length). Several full runs share one loop over `var`, opened here."""
+        full, tail = divmod(extent, size)
+        if full > 1:
+            self(depth, f"for {var} in range({full}):")
+            yield depth + 1, f"{var} * {size}", size
+        elif full:
+            yield depth, "0", size
+        if tail:
+            yield depth, str(full * size), tail
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
