@@ -15,6 +15,7 @@ import numpy as np
 
 from kerasport.atomic import atomic_path
 from kerasport.examples import CLASS_NAMES
+from kerasport.outputs import Output, check_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from kerasport.verify.gq import genotype_quality
 
     out: Path = args.out
+    check_output_dir(Output("--out", out), [], files=("calls.tsv", "verify.json", "verify.html"))
     out.mkdir(parents=True, exist_ok=True)
     targets = _tvm_targets()
     print(f"1/3 export {DEFAULT_MODEL.name} -> {out / 'bundle'} (ONNX"

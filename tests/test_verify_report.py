@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -53,7 +54,7 @@ def make_report(seed: int, rows: int = 4000, settings: Settings | None = None, *
         model=ModelInfo("m.keras", "a" * 64, 20, 3),
         bundle=BundleInfo("bundle", "m.keras", "a" * 64, True, 20, 3),
         reference=ReferenceInfo("tensorflow", "3.15.1", 128, "in-process", 1.0),
-        inputs=[InputInfo(name, rows)],
+        inputs=[InputInfo(name, rows, hashlib.sha256(name.encode()).hexdigest())],
         backends={"onnxruntime": BackendResult("onnxruntime", comp, inv, "b" * 64, 0.5)},
     )
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kerasport.cliargs import positive_int
+from kerasport.examples.text import HEADER_CHOICES, HEADER_HELP
 
 DEFAULT_OUT = Path("bench-results")
 
@@ -88,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "shape) (default: the bundled real examples when they fit the model, else examples "
         "drawn for the model's input spec)",
     )
+    parser.add_argument("--header", choices=HEADER_CHOICES, default="auto", help=HEADER_HELP)
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="output directory (default %(default)s)"
     )
@@ -142,6 +144,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an --out that is, holds as a file it writes, or lies inside an input (the
+    bundle, the model, a trace or the examples), before the minutes of timing."""
+    from kerasport import outputs
+    from kerasport.bench.report import JSON_FILE, PLOT_FILE, RESULTS_FILE
+
+    reads = [
+        outputs.Input("bundle", args.bundle),
+        outputs.Input("model", args.model),
+        *outputs.inputs("trace", args.trace),
+        *outputs.inputs("examples file", [args.examples] if args.examples else None),
+    ]
+    outputs.check_output_dir(outputs.Output("--out", args.out), reads,
+                             files=(JSON_FILE, PLOT_FILE, RESULTS_FILE))
+
+
 def run(
     args: argparse.Namespace, find_full_trace: Callable[[], list[Path]] | None = None
 ) -> int:
@@ -154,12 +172,15 @@ def run(
     from kerasport.bench.trace import default_trace, describe_source
     from kerasport.manifest import read_manifest
 
+    _check_out(args)
     trace = list(args.trace or [])
     if not trace and deepvariant_shaped(read_manifest(args.bundle)):
         trace = default_trace(find_full_trace)  # any other model has no per-region trace
     if trace:
         print(f"trace: {describe_source(trace)['text']}", file=sys.stderr)
-    settings = Settings(args.bundle, args.model, trace, examples=args.examples)
+    settings = Settings(
+        args.bundle, args.model, trace, examples=args.examples, examples_header=args.header
+    )
     if args.quick:
         settings.make_quick()
     overrides = {

@@ -82,6 +82,7 @@ def run(engine: str, bundle: str, model: str, first: str, threads: int = 1) -> d
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
         stage("import")
+        # Keras' own load, as a production process pays it: bench.run checked the file first.
         model_ = keras.saving.load_model(model, compile=False, safe_mode=True)
         stage("load")
         model_.predict(first_input(), batch_size=128, verbose=0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kerasport.atomic import atomic_path
 from kerasport.bench.engines import floor_key
 
 RESULTS_FILE = "RESULTS.md"
@@ -638,7 +639,8 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         )
         right.grid(True, axis="x", which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return True
 
@@ -646,8 +648,10 @@ def plot(results: dict[str, Any], path: Path) -> bool:
 def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     """Write RESULTS.md, bench.png (when matplotlib is installed) and results.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / JSON_FILE).write_text(json.dumps(results, indent=1) + "\n")
+    with atomic_path(out_dir / JSON_FILE) as tmp:
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
     plotted = plot(results, out_dir / PLOT_FILE)
     path = out_dir / RESULTS_FILE
-    path.write_text(render_markdown(results, PLOT_FILE if plotted else None))
+    with atomic_path(path) as tmp:
+        tmp.write_text(render_markdown(results, PLOT_FILE if plotted else None))
     return path

@@ -31,6 +31,7 @@ from kerasport.bench.spec import QUICK_BUDGET, RowCap, deepvariant_shaped, descr
 from kerasport.bench.trace import Trace, describe_source, read_trace, seeded_sample
 from kerasport.bench.worker import WORKLOAD_FILE
 from kerasport.bench.workload import load_pool, write_workload
+from kerasport.export.keras_model import check_model_file
 from kerasport.manifest import Manifest, read_manifest, sha256_file
 from kerasport.runtime import servable_artifacts
 from kerasport.versions import installed_versions
@@ -62,6 +63,7 @@ class Settings:
     model: Path
     trace: list[Path]
     examples: Path | None = None
+    examples_header: str = "auto"  # whether a .csv/.tsv `examples` starts with names
     baselines: tuple[str, ...] = ("tf", "jax")
     batch_sizes: tuple[int, ...] | None = None  # BATCH_SIZES for DeepVariant's model, else 1-1,024
     sample_calls: int = 3000
@@ -122,8 +124,7 @@ def run(settings: Settings, log: Any = None) -> dict[str, Any]:
         trace = read_trace(settings.trace)
     else:  # latency, process and large need rows, not the workload's shape
         trace = Trace((), 0, np.ones(1, dtype=np.int64))
-    if not settings.model.is_file():
-        raise BenchError(f"Keras model not found: {settings.model}")
+    check_model_file(settings.model)  # the cold-start probe hands it to Keras unchecked
     warnings = []
     if sha256_file(settings.model) != manifest.source_sha256:
         warnings.append(
@@ -131,7 +132,7 @@ def run(settings: Settings, log: Any = None) -> dict[str, Any]:
             f"from the manifest's {manifest.source_file}): the comparison may be of two models"
         )
         say(f"warning: {warnings[-1]}")
-    pool, pool_source = load_pool(settings.examples, manifest.inputs)
+    pool, pool_source = load_pool(settings.examples, manifest.inputs, settings.examples_header)
     mb = settings.memory_budget_mb
     budget = None if mb is None else int(mb * (1 << 20))
     cap = row_cap(manifest, pool.dtype.itemsize, budget)

@@ -24,23 +24,25 @@ POOL_MAX_BYTES = 256 << 20  # of an --examples .npy, the rows every process load
 DRAW_SEED = 20_260_623  # fixed so every run and every process draws the same rows
 
 
-def load_pool(path: Path | None, inputs: InputSpec | int) -> tuple[np.ndarray, str]:
+def load_pool(
+    path: Path | None, inputs: InputSpec | int, header: str = "auto"
+) -> tuple[np.ndarray, str]:
     """The example pool and a line saying where it came from.
 
     `inputs` is the model's input spec (an int: that many float features). Rows of float
-    features are read by any examples reader (DeepVariant's formats); any other input (an
-    image, a tile, token indices) comes from a .npy shaped (N, *input shape), or is drawn
-    for the spec (`synthetic_pool`).
+    features are read by any examples reader (DeepVariant's formats; `header` as
+    `read_examples` takes it); any other input (an image, a tile, token indices) comes from
+    a .npy shaped (N, *input shape), or is drawn for the spec (`synthetic_pool`).
     """
     spec = InputSpec((inputs,)) if isinstance(inputs, int) else inputs
     if is_table(spec):
-        return _table_pool(path, spec.shape[0])
+        return _table_pool(path, spec.shape[0], header)
     if path is None:
         return synthetic_pool(spec)
     return _array_pool(path, spec)
 
 
-def _table_pool(path: Path | None, num_features: int) -> tuple[np.ndarray, str]:
+def _table_pool(path: Path | None, num_features: int, header: str) -> tuple[np.ndarray, str]:
     """DeepVariant-style rows.
 
     An explicit `path` (any examples format) must fit the model: an unreadable one raises
@@ -55,7 +57,7 @@ def _table_pool(path: Path | None, num_features: int) -> tuple[np.ndarray, str]:
     if not explicit and not candidate.is_file():
         source = "synthetic (seeded int64 0-100; no real examples)"
         return probe_examples(num_features, SYNTHETIC_ROWS), source
-    pool = read_examples(candidate).features  # int64 (N, F)
+    pool = read_examples(candidate, header=header).features  # int64 (N, F)
     if pool.shape[1] != num_features or pool.shape[0] == 0:
         message = (
             f"{candidate} holds features of shape {pool.shape}; the model takes {num_features}"

@@ -12,15 +12,19 @@ so an unrelated array is never verified as if it were the examples.
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from kerasport.examples.model import Examples, ExamplesError, as_int64_features
+from kerasport.ziplimits import inflation_problem
 
 FEATURES_KEY = "features"
 UNNAMED_KEY = "arr_0"  # np.savez's name for its first positional array
@@ -33,34 +37,69 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 _NPY_MAGIC = b"\x93NUMPY"
-_HEADER_READERS = {
-    (1, 0): np.lib.format.read_array_header_1_0,
-    (2, 0): np.lib.format.read_array_header_2_0,
+# The .npy format versions read here (np.save writes 1.0, and 2.0 for a header over 64 KiB):
+# the size of each one's header-length field, and NumPy's parser of its header.
+_VERSIONS = {
+    b"\x01\x00": (struct.Struct("<H"), np.lib.format.read_array_header_1_0),
+    b"\x02\x00": (struct.Struct("<I"), np.lib.format.read_array_header_2_0),
 }
 
 
-def _check_npy(path: Path) -> None:
-    """Refuse, naming which, a `.npy` that is empty, not a `.npy` at all, holds Python
-    objects, or is shorter than its header says, before NumPy's loader sees it (whose
-    messages for these are a traceback, "pickled data" or "mmap length")."""
+def _read_header(handle: IO[bytes], size: int, where: str) -> tuple[np.dtype, int]:
+    """The dtype of the `.npy` array that `handle`, a stream of `size` bytes, starts with, and
+    the bytes its data takes; refusing, naming which, an empty stream, one that is not a
+    `.npy`, or a header or data longer than the bytes that follow it.
+
+    NumPy's reader allocates what a header claims before it reads any data, so a forged
+    header could otherwise ask for terabytes. An object array's data is a pickle, whose size
+    is not its shape's: the caller refuses it.
+    """
+    head = handle.read(len(_NPY_MAGIC))
+    if not head:
+        raise ExamplesError(f"{where}: empty file (0 bytes); expected a .npy array")
+    if head != _NPY_MAGIC:
+        kind = " (it is a zip archive: name it .npz)" if head.startswith(b"PK") else ""
+        raise ExamplesError(f"{where}: not a .npy file: it lacks NumPy's header{kind}")
+    version = handle.read(2)
+    if version not in _VERSIONS:
+        raise ExamplesError(
+            f"{where}: not a .npy file this reader reads: format version "
+            f"{'.'.join(map(str, version)) or 'missing'} (np.save writes 1.0 and 2.0)"
+        )
+    length_field, parse = _VERSIONS[version]
+    field = handle.read(length_field.size)
+    if len(field) < length_field.size:
+        raise ExamplesError(f"{where}: not a .npy file: truncated header")
+    (length,) = length_field.unpack(field)
+    if handle.tell() + length > size:
+        raise ExamplesError(
+            f"{where}: not a .npy file: truncated header (it claims {length:,} bytes)"
+        )
+    try:
+        shape, _, dtype = parse(io.BytesIO(field + handle.read(length)))
+    except ValueError as exc:
+        raise ExamplesError(f"{where}: not a .npy file: corrupt header ({exc})") from exc
+    nbytes = math.prod(shape) * dtype.itemsize
+    available = size - handle.tell()
+    if not dtype.hasobject and available < nbytes:
+        raise ExamplesError(
+            f"{where}: truncated: its header describes a {shape} {dtype} table "
+            f"({nbytes:,} bytes of data) but only {available:,} bytes follow it"
+        )
+    return dtype, nbytes
+
+
+def _out_of_memory(where: str, nbytes: int) -> ExamplesError:
+    return ExamplesError(f"{where}: out of memory: its array needs {nbytes:,} bytes")
+
+
+def _check_npy(path: Path) -> int:
+    """Refuse, naming which, a `.npy` that `_read_header` refuses or that holds Python
+    objects, before NumPy's loader sees it (whose messages for these are a traceback,
+    "pickled data" or "mmap length"); return the bytes its data takes."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(len(_NPY_MAGIC))
-            if not head:
-                raise ExamplesError(f"{path}: empty file (0 bytes); expected a .npy array")
-            if head != _NPY_MAGIC:
-                kind = " (it is a zip archive: name it .npz)" if head.startswith(b"PK") else ""
-                raise ExamplesError(f"{path}: not a .npy file: it lacks NumPy's header{kind}")
-            handle.seek(0)
-            reader = _HEADER_READERS.get(np.lib.format.read_magic(handle))
-            if reader is None:  # a later format version: NumPy's loader checks it
-                return
-            shape, _, dtype = reader(handle)
-            available = os.fstat(handle.fileno()).st_size - handle.tell()
-    except ExamplesError:
-        raise
-    except (ValueError, EOFError) as exc:
-        raise ExamplesError(f"{path}: not a .npy file: corrupt header ({exc})") from exc
+            dtype, nbytes = _read_header(handle, os.fstat(handle.fileno()).st_size, str(path))
     except OSError as exc:
         raise ExamplesError(f"{path}: unreadable .npy file ({exc})") from exc
     if dtype.hasobject:
@@ -68,20 +107,17 @@ def _check_npy(path: Path) -> None:
             f"{path}: holds Python objects (dtype {dtype}), not numbers; examples files are "
             "data and are never unpickled"
         )
-    expected = math.prod(shape) * dtype.itemsize
-    if available < expected:
-        raise ExamplesError(
-            f"{path}: truncated: its header describes a {shape} {dtype} table "
-            f"({expected} bytes of data) but the file holds {available}"
-        )
+    return nbytes
 
 
 def load_npy(path: Path, mmap: bool) -> np.ndarray:
     """The array a `.npy` file stores, as stored (any shape and numeric dtype), its header
     and size checked first; `mmap` maps it rather than reading it."""
-    _check_npy(path)
+    nbytes = _check_npy(path)
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except MemoryError:
+        raise _out_of_memory(str(path), nbytes) from None
     except (ValueError, EOFError) as exc:
         raise ExamplesError(f"{path}: not a numeric .npy array ({exc})") from exc
     except OSError as exc:
@@ -108,7 +144,9 @@ def load_npz(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The features array (see the module's docstring) and those of `extras` present.
 
-    Only these members are decompressed: an archive may carry other, larger arrays.
+    Only these members are inflated (an archive may carry other, larger arrays), and only
+    once their declared sizes pass `inflation_problem` and their headers `_read_header`, so
+    that neither a zip bomb nor a forged header is allocated for.
     """
     try:
         if not zipfile.is_zipfile(path):
@@ -116,16 +154,37 @@ def load_npz(
                 f"{path}: not a .npz archive: not a complete zip file (truncated, or another "
                 "kind of file)"
             )
-        with np.load(path, allow_pickle=False) as npz:
-            members = list(npz.files)
-            features = npz[_features_key(path, members)]
-            return features, {name: npz[name] for name in extras if name in members}
+        with zipfile.ZipFile(path) as archive:
+            # np.load's names: a member's file name less ".npy"; of two alike, the last.
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            key = _features_key(path, list(members))
+            wanted = [key, *(name for name in extras if name in members)]
+            problem = inflation_problem([members[name] for name in wanted], path.stat().st_size)
+            if problem:
+                raise ExamplesError(
+                    f"{path}: {problem} (a real table this compressible can be saved "
+                    "uncompressed, with np.savez, or as a .npy)"
+                )
+            arrays = {name: _read_member(archive, members[name], path) for name in wanted}
     except ExamplesError:
         raise
     except (ValueError, EOFError) as exc:
         raise ExamplesError(f"{path}: not a numeric .npz archive ({exc})") from exc
     except (OSError, zipfile.BadZipFile) as exc:
         raise ExamplesError(f"{path}: unreadable .npz file ({exc})") from exc
+    return arrays.pop(key), arrays
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
+    """One member's array, its header checked against the member's declared size first."""
+    where = f"{path}: member {info.filename!r}"
+    with archive.open(info) as member:
+        _, nbytes = _read_header(member, info.file_size, where)
+        member.seek(0)
+        try:
+            return np.lib.format.read_array(member, allow_pickle=False)
+        except MemoryError:
+            raise _out_of_memory(where, nbytes) from None
 
 
 def _features_key(path: Path, members: list[str]) -> str:

@@ -16,6 +16,7 @@ pure-Python fallback), imported only when a TFRecord is actually touched.
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +46,10 @@ LABEL_KEY = "label/encoded"
 _MASK_DELTA = 0xA282EAD8
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
+# A .gz stream's records cannot be measured against the file, so each is capped: a
+# small-model example is under 1 KiB, and DeepVariant's pileup-image examples a few hundred
+# KiB. 64 MiB leaves a hundred times beyond those, and is all a forged length can allocate.
+_GZIP_RECORD_LIMIT = 64 << 20
 
 
 def _crc32c() -> Any:
@@ -76,10 +81,15 @@ def _opened(path: Path, mode: str, compressed: bool) -> Iterator[IO[bytes]]:
 
 
 def iter_records(path: Path, compressed: bool) -> Iterator[bytes]:
-    """Yield the data of each record, checking both CRCs and refusing truncation."""
+    """Yield the data of each record, checking both CRCs and refusing truncation.
+
+    A record's length is checked before its data is read, as reading allocates it: in a
+    plain file against the bytes left, in a `.gz` against _GZIP_RECORD_LIMIT.
+    """
     crc32c = _crc32c()
     with _opened(path, "rb", compressed) as handle:
-        index = 0
+        size = None if compressed else os.fstat(handle.fileno()).st_size
+        index = offset = 0
         while True:
             try:
                 header = handle.read(12)
@@ -94,17 +104,40 @@ def iter_records(path: Path, compressed: bool) -> Iterator[bytes]:
             if masked_crc(header[:8], crc32c) != _CRC.unpack_from(header, 8)[0]:
                 raise ExamplesError(f"{where}: bad TFRecord CRC of the length field "
                                     "(corrupt file, or not a TFRecord)")
+            _check_length(where, offset, length, size)
             try:
                 data = handle.read(length)
                 footer = handle.read(4)
             except (OSError, EOFError) as exc:
                 raise ExamplesError(f"{where}: unreadable ({exc})") from exc
+            except MemoryError:
+                raise ExamplesError(
+                    f"{where} (byte {offset}): out of memory reading its {length:,} bytes"
+                ) from None
             if len(data) < length or len(footer) < 4:
                 raise ExamplesError(f"{where}: truncated record ({length} bytes expected)")
             if masked_crc(data, crc32c) != _CRC.unpack(footer)[0]:
                 raise ExamplesError(f"{where}: bad TFRecord CRC of the data (corrupt record)")
             yield data
             index += 1
+            offset += 16 + length
+
+
+def _check_length(where: str, offset: int, length: int, size: int | None) -> None:
+    """Refuse a record, at byte `offset` of a file of `size` bytes (None: a `.gz` stream),
+    whose length field claims more than the file holds, or over _GZIP_RECORD_LIMIT."""
+    if size is None:
+        if length > _GZIP_RECORD_LIMIT:
+            raise ExamplesError(
+                f"{where} (byte {offset} of the uncompressed stream): its length field says "
+                f"{length:,} bytes, over the {_GZIP_RECORD_LIMIT >> 20} MiB a record of a .gz "
+                "TFRecord may take (corrupt file, or not DeepVariant examples)"
+            )
+    elif length + 4 > size - offset - 12:
+        raise ExamplesError(
+            f"{where}: truncated record at byte {offset}: its length field says {length:,} "
+            f"bytes of data and a 4-byte CRC, but {size - offset - 12:,} bytes follow its header"
+        )
 
 
 def _int64_payload(features: dict[str, tuple[str, bytes]], key: str, where: str) -> bytes | None:

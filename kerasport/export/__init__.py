@@ -75,7 +75,7 @@ def export_bundle(
     """
     model_path = Path(model_path)
     check_opset(opset)
-    check_destination(out_dir)  # fail before the slow load and conversion, not after
+    check_destination(out_dir, model_path)  # fail before the slow load and conversion, not after
     targets = _resolve_tvm_targets(tvm_targets)
     model = load_keras_model(model_path)
     inputs, outputs = model_signature(model)

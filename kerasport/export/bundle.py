@@ -13,15 +13,19 @@ from kerasport.atomic import current_umask
 from kerasport.diskspace import write_error
 from kerasport.errors import BundleError, ExportError
 from kerasport.manifest import partial_prefix, read_manifest
+from kerasport.outputs import Input, Output, check_output_dir
 
 
-def check_destination(out_dir: str | Path) -> Path:
+def check_destination(out_dir: str | Path, model_path: str | Path | None = None) -> Path:
     """The absolute bundle path, after refusing anything export must not replace.
 
     Only an empty directory or an existing kerasport bundle (its manifest reads) may be
-    replaced: a directory that merely holds some `manifest.json` is someone else's.
+    replaced: a directory that merely holds some `manifest.json` is someone else's, and one
+    that holds the model being exported (or is inside it) would delete it.
     """
     out = Path(out_dir).absolute()
+    if model_path is not None:
+        check_output_dir(Output("-o", out), [Input("model", model_path)], replaces=True)
     if not out.exists():
         return out
     if not out.is_dir():
@@ -44,7 +48,7 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
     back if that fails). Temporary names carry the writer's pid, so what a killed export
     left behind is recognised and cleared by the next export to the same place.
     """
-    out = check_destination(out_dir)
+    out = check_destination(out_dir)  # again: the caller checked before its slow work
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

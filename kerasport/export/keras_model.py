@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import zipfile
-from pathlib import Path
+from collections import Counter
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from kerasport.errors import ExportError
 from kerasport.manifest import INPUT_DTYPES, InputSpec, OutputSpec
 from kerasport.quiet import quiet_import
+from kerasport.ziplimits import inflation_problem
 
 # Layers that are the identity at inference: the head is the layer before them.
 _INFERENCE_IDENTITY = frozenset(
@@ -21,10 +23,20 @@ _HEAD_MEANING = {
     "sigmoid": "independent probabilities, one per output",
 }
 
+# What Keras reads of a `.keras` archive: config.json, and the weights from one of these.
+_CONFIG = "config.json"
+_WEIGHTS = ("model.weights.h5", "model.weights.npz")
+# Members Keras parses as JSON, into Python objects several times their size. DeepVariant's
+# config.json is 3 KB and a thousand-layer model's about 1 MB: 16 MiB is ten times any real
+# model's, and bounds what parsing a forged one takes.
+_JSON_MEMBERS = (_CONFIG, "metadata.json")
+_JSON_LIMIT = 16 << 20
+
 
 def check_model_file(path: str | Path) -> Path:
-    """Refuse a missing path, a directory, or a `.keras` file that is not a Keras archive,
-    naming which, before Keras is imported (Keras calls a truncated file "not found")."""
+    """Refuse a missing path, a directory, or a `.keras` file that is not a Keras archive or
+    one Keras must not open (see `_archive_problem`), naming which, before Keras is imported
+    (Keras calls a truncated file "not found", and inflates what an archive declares)."""
     path = Path(path)
     if not path.exists():
         raise ExportError(f"Keras model file not found: {path}")
@@ -39,14 +51,45 @@ def check_model_file(path: str | Path) -> Path:
                 "complete one (truncated, or another kind of file)"
             )
         with zipfile.ZipFile(path) as archive:
-            if "config.json" not in archive.namelist():
-                raise ExportError(
-                    f"{path}: not a Keras model: the archive has no config.json "
-                    f"(it holds {sorted(archive.namelist())[:5]})"
-                )
+            members = archive.infolist()
+        problem = _archive_problem(members, path.stat().st_size)
     except (OSError, zipfile.BadZipFile) as exc:
         raise ExportError(f"{path}: unreadable Keras model ({exc})") from exc
+    if problem:
+        raise ExportError(f"{path}: {problem}")
     return path
+
+
+def _archive_problem(members: list[zipfile.ZipInfo], archive_bytes: int) -> str | None:
+    """Why Keras must not open an archive of these members, or None: no config.json or no
+    weights (not a model), a name that is absolute or climbs out with `..` (Keras extracts
+    assets into a folder), a name twice (which copy Keras reads would be zipfile's choice),
+    a zip bomb (`inflation_problem`), or a JSON member over _JSON_LIMIT."""
+    names = [info.filename for info in members]
+    if _CONFIG not in names:
+        return (
+            f"not a Keras model: the archive has no {_CONFIG} (it holds {sorted(names)[:5]})"
+        )
+    if not any(name in names for name in _WEIGHTS):
+        return f"not a Keras model: the archive has no weights ({' or '.join(_WEIGHTS)})"
+    for name in names:
+        parts = PureWindowsPath(name)  # either separator, and drive letters
+        if parts.anchor or ".." in parts.parts:
+            return f"member {name!r} is a path outside the archive (absolute, or with '..')"
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:
+        return f"member {repeated[0]!r} is in the archive twice"
+    problem = inflation_problem(members, archive_bytes)
+    if problem:
+        return problem
+    sizes = {info.filename: info.file_size for info in members}
+    for name in _JSON_MEMBERS:
+        if sizes.get(name, 0) > _JSON_LIMIT:
+            return (
+                f"member {name!r} declares {sizes[name]:,} bytes, over the "
+                f"{_JSON_LIMIT >> 20} MiB a model's {name} may take (a real one is kilobytes)"
+            )
+    return None
 
 
 def load_keras_model(path: str | Path) -> Any:
@@ -61,6 +104,11 @@ def load_keras_model(path: str | Path) -> Any:
 
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except MemoryError:
+        raise ExportError(
+            f"cannot load Keras model {path}: out of memory (Keras holds the weights of its "
+            f"{path.stat().st_size:,}-byte archive, and the model, in memory)"
+        ) from None
     except Exception as exc:  # Keras raises many types for corrupt or foreign files
         raise ExportError(f"cannot load Keras model {path}: {exc}") from exc
     try:

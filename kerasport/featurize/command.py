@@ -43,6 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse an -o that is one of the inputs, a device, FIFO, socket or directory, before
+    any read is decoded (their indexes need no check: no examples format ends .bai, .fai)."""
+    from kerasport import outputs
+
+    given = [("reads", args.bam), ("reference", args.ref), ("truth VCF", args.truth),
+             ("confident-regions BED", args.confident)]
+    reads = [outputs.Input(what, path) for what, path in given if path is not None]
+    outputs.check_output_files([outputs.Output("-o", args.out)], reads)
+
+
 def run(args: argparse.Namespace) -> int:
     import pysam  # noqa: F401  (the featurize extra: say it is missing before any other check)
 
@@ -50,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from kerasport.featurize.core import featurize_region
 
     detect_format(args.out)  # refuse an unknown extension before the work, not after
+    _check_output(args)
     started = time.perf_counter()
     result = featurize_region(
         args.bam, args.ref, args.region, args.truth, args.confident, args.vaf_window,

@@ -27,7 +27,7 @@ from kerasport.featurize.features import (
     feature_names,
 )
 from kerasport.featurize.pileup import build_pileup
-from kerasport.featurize.reads import check_cram_reference, is_cram, open_reads
+from kerasport.featurize.reads import LastRead, check_cram_reference, is_cram, open_reads
 from kerasport.featurize.regions import Region, parse_region, resolve_contig
 from kerasport.featurize.truth import ConfidentRegions, TruthSet
 
@@ -59,8 +59,8 @@ class FeaturizeResult:
     infos: list[ExampleInfo] = field(default_factory=list)
 
 
-def _open_inputs(stack: ExitStack, bam: str | Path,
-                 ref: str | Path) -> tuple[pysam.AlignmentFile, pysam.FastaFile]:
+def _open_inputs(stack: ExitStack, bam: str | Path, ref: str | Path,
+                 last: LastRead) -> tuple[pysam.AlignmentFile, pysam.FastaFile]:
     """Open the FASTA first: a CRAM is decoded against it, so it must exist with its .fai."""
     if not Path(bam).is_file():
         raise FeaturizeError(f"reads (BAM/CRAM) {bam}: no such file")
@@ -75,7 +75,7 @@ def _open_inputs(stack: ExitStack, bam: str | Path,
         raise FeaturizeError(
             f"cannot open reference {ref} (needs a .fai index, and .gzi if bgzipped): {exc}"
         ) from exc
-    return open_reads(stack, bam, ref), fasta
+    return open_reads(stack, bam, ref, last), fasta
 
 
 def _tiles(region: Region, size: int) -> Iterator[tuple[int, int]]:
@@ -109,8 +109,9 @@ def featurize_region(
     rows: list[list[int]] = []
     labels: list[int] = []
     positions: list[int] = []
+    last = LastRead()
     with ExitStack() as stack:
-        reads, fasta = _open_inputs(stack, bam, ref)
+        reads, fasta = _open_inputs(stack, bam, ref, last)
         bam_contig = resolve_contig(region.contig, reads.references, f"{reads.format} {bam}")
         ref_contig = resolve_contig(region.contig, fasta.references, f"reference {ref}")
         pad = vaf_window // 2 + 1  # a tile's pileup reaches this far past the tile
@@ -134,11 +135,13 @@ def featurize_region(
             try:
                 pileup = build_pileup(reads, bam_contig, window_start,
                                       ref_at(window_start, window_end),
-                                      min_mapping_quality, min_base_quality)
-            except OSError as exc:  # htslib's decode errors carry no file or place
+                                      min_mapping_quality, min_base_quality,
+                                      last.follow(reads.fetch(bam_contig, window_start,
+                                                              window_end)))
+            except OSError as exc:  # htslib's errors ("truncated file") carry no file or place
                 raise FeaturizeError(
                     f"cannot read {reads.format} {bam} at {bam_contig}:{window_start + 1:,}-"
-                    f"{window_end:,}: {exc}"
+                    f"{window_end:,}: {exc}, after the read at {last}"
                     + (f" (is {ref} the reference it was written with?)" if reads.is_cram else "")
                 ) from exc
             frequency = pileup.allele_frequency()

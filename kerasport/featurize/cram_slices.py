@@ -101,7 +101,7 @@ def index_path(cram: Path) -> Path | None:
     return None
 
 
-def _index_rows(index: Path) -> list[tuple[int, ...]]:
+def index_rows(index: Path) -> list[tuple[int, ...]]:
     """The .crai's rows as six ints each; the file is gzipped text (plain text is read too)."""
     raw = index.read_bytes()
     text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("ascii")
@@ -186,7 +186,7 @@ def region_slices(cram: Path, reference_id: int, start: int, end: int) -> list[S
             major = definition[4]
             places = {  # (container, slice offset) -> the row's start and span
                 (container, offset): (first, span)
-                for ref, first, span, container, offset, _ in _index_rows(index)
+                for ref, first, span, container, offset, _ in index_rows(index)
                 if ref == reference_id and first - 1 < end and first - 1 + span > start
             }
             data_start = {container: _container_data_start(handle, container, major)

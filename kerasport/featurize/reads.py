@@ -16,6 +16,7 @@ cram_slices.py), and a mismatch names the CRAM, the contig, the region and both 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from kerasport.featurize.cram_slices import CramLayoutError, Slice, region_slices
 from kerasport.featurize.errors import FeaturizeError
 from kerasport.featurize.regions import Region
+from kerasport.featurize.truncation import find_truncation, last_read
 
 if TYPE_CHECKING:  # pysam (the featurize extra) is imported where reads are opened
     import pysam
@@ -39,23 +41,82 @@ def is_cram(path: str | Path) -> bool:
         return handle.read(len(CRAM_MAGIC)) == CRAM_MAGIC
 
 
-def open_reads(stack: ExitStack, path: str | Path, ref: str | Path) -> pysam.AlignmentFile:
-    """Open indexed reads for fetching; a CRAM is decoded against `ref` and nothing else."""
+class LastRead:
+    """The last read taken from a file of reads: where reading stopped, when it fails."""
+
+    def __init__(self) -> None:
+        self._read: pysam.AlignedSegment | None = None
+
+    def follow(self, reads: Iterable[pysam.AlignedSegment]) -> Iterator[pysam.AlignedSegment]:
+        """`reads`, each remembered as it is taken (named only if reading then fails)."""
+        for read in reads:
+            self._read = read
+            yield read
+
+    def __str__(self) -> str:
+        if self._read is None:
+            return "none (no read had been read)"
+        return f"{self._read.reference_name}:{self._read.reference_start + 1:,}"
+
+
+def open_reads(stack: ExitStack, path: str | Path, ref: str | Path,
+               last: LastRead) -> pysam.AlignmentFile:
+    """Open indexed reads for fetching; a CRAM is decoded against `ref` and nothing else.
+
+    A file its index shows was cut short is refused now, naming the last read it holds
+    (truncation.py: htslib would read it as a shorter file). An error htslib reports only
+    on closing (after it stopped reading without one) is raised as truncated or damaged,
+    naming `last`, unless another error is already on its way.
+    """
     import pysam
 
     cram = is_cram(path)
     try:  # htslib tells BAM, SAM and bgzipped SAM apart from the contents
-        reads = stack.enter_context(pysam.AlignmentFile(
-            str(path), "rc" if cram else "r", reference_filename=str(ref) if cram else None))
-    except (OSError, ValueError) as exc:
+        reads = pysam.AlignmentFile(
+            str(path), "rc" if cram else "r", reference_filename=str(ref) if cram else None)
+    except (OSError, ValueError) as exc:  # no EOF marker: maybe cut, and the index can tell
+        _check_whole(Path(path), Path(ref), "CRAM" if cram else "BAM", cram)
         raise FeaturizeError(f"cannot open {'CRAM' if cram else 'reads'} {path}: {exc}") from exc
     kind = reads.format
+    stack.push(_closer(reads, f"{kind} {path}", last))
     if not reads.has_index():
         raise FeaturizeError(
             f"{kind} {path} has no index ({_INDEX_SUFFIX.get(kind, 'index')}): run "
             f"`samtools index {path}` (or `pysam.index({str(path)!r})` in Python)"
         )
+    _check_whole(Path(path), Path(ref), kind, cram)
     return reads
+
+
+def _check_whole(path: Path, ref: Path, kind: str, cram: bool) -> None:
+    truncation = find_truncation(path, cram)
+    if truncation is not None:
+        raise FeaturizeError(
+            f"{kind} {path} is truncated: its index {truncation.index.name} records reads up "
+            f"to byte {truncation.indexed_end:,}, but its data end at byte "
+            f"{truncation.data_end:,}; the last read it holds is at "
+            f"{last_read(path, ref, cram, truncation)}. It was cut short (an interrupted "
+            "copy or download?): copy it again"
+        )
+
+
+def _closer(reads: pysam.AlignmentFile, what: str, last: LastRead) -> Callable[..., bool]:
+    """An ExitStack exit callback that closes `reads`, raising a close error only when no
+    other error is on its way (which it would otherwise replace)."""
+
+    def close(exc_type: type[BaseException] | None, *_: object) -> bool:
+        try:
+            reads.close()
+        except OSError as exc:  # pysam's "[Errno 0] Closing failed: Success"
+            if exc_type is None:
+                raise FeaturizeError(
+                    f"{what} is truncated or damaged: htslib stopped reading it with an error "
+                    f"it reported only on closing ({exc}), after the read at {last}; reads "
+                    "past there may be missing"
+                ) from exc
+        return False
+
+    return close
 
 
 def contig_md5(fasta: pysam.FastaFile, contig: str, start: int = 0,

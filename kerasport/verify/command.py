@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
+from kerasport import outputs
 from kerasport.cliargs import nonnegative_int, positive_int
 from kerasport.errors import KerasportError
+from kerasport.examples.text import HEADER_CHOICES, HEADER_HELP
 from kerasport.runtime import BACKENDS
 from kerasport.verify.core import DEFAULT_CHUNK_ROWS, progress_available, verify_bundle
 from kerasport.verify.merge import check_reports_current, load_report, merge_reports
@@ -25,7 +26,7 @@ from kerasport.verify.reference import (
     PROCESS_MODES,
     REFERENCE_BACKENDS,
 )
-from kerasport.verify.report import render_table, write_html, write_json
+from kerasport.verify.report import render_table, report_json_text, write_html, write_json
 from kerasport.verify.result import EXIT_USAGE, Report
 from kerasport.verify.settings import DEEPVARIANT_FIELDS, Settings
 
@@ -76,6 +77,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="FILE",
         help="examples files (.npy .npz .csv .tsv .tfrecord[.gz]); streamed in chunks. An "
         ".npz needs a 'features' array (or a lone 'arr_0', as np.savez(path, table) writes)",
+    )
+    parser.add_argument(
+        "--header", choices=HEADER_CHOICES, default="auto", help=HEADER_HELP
     )
     parser.add_argument(
         "--merge",
@@ -192,7 +196,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="rows (the first ones) the invariance checks run on (default: %(default)s)",
     )
     out = parser.add_argument_group("output and resources")
-    out.add_argument("--json", metavar="PATH", help="write the JSON report here")
+    out.add_argument(
+        "--json", metavar="PATH", help="write the JSON report here (- for standard output)"
+    )
     out.add_argument("--html", metavar="PATH", help="write the HTML report (with plots) here")
     out.add_argument(
         "--list-rows",
@@ -300,19 +306,26 @@ def _build(args: argparse.Namespace) -> Report | str:
         progress=progress,
         allow_source_mismatch=args.allow_source_mismatch,
         allow_empty=args.allow_empty,
+        header=args.header,
     )
 
 
-def _missing_output_dir(args: argparse.Namespace) -> str | None:
-    """A usage error when a --json/--html file cannot be created, found before the run."""
-    for option, path in (("--json", args.json), ("--html", args.html)):
-        if not path:
-            continue
-        if not Path(path).parent.is_dir():
-            return f"{option} {path}: directory {Path(path).parent} does not exist"
-        if Path(path).is_dir():
-            return f"{option} {path} is a directory; give a file path"
-    return None
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before the (possibly hours-long) run, a --json or --html path that would
+    overwrite an input (model, bundle or a file in it, examples, merged reports), a device,
+    FIFO, socket or directory, or the other output."""
+    reads = [
+        *outputs.inputs("model", [args.model] if args.model else None),
+        *outputs.inputs("bundle", [args.bundle] if args.bundle else None),
+        *outputs.inputs("examples file", args.examples),
+        *outputs.inputs("report", args.merge),
+    ]
+    wanted = [outputs.Output(option, path)
+              for option, path in (("--json", args.json), ("--html", args.html)) if path]
+    if args.html == outputs.STDOUT:
+        raise outputs.OutputError("--html - is not supported: give a file path (only --json "
+                                  "writes to standard output)")
+    outputs.check_output_files(wanted, reads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -321,19 +334,20 @@ def run(args: argparse.Namespace) -> int:
     Output directories are checked before the (possibly hours-long) run, and the table is
     printed before the report files are written, so a failed write loses neither.
     """
-    problem = _missing_output_dir(args)
-    if problem:
-        return _usage(problem)
     try:
+        _check_outputs(args)
         report = _build(args)
     except (KerasportError, OSError) as exc:
         return _usage(str(exc))
     if isinstance(report, str):
         return _usage(report)
-    if not args.quiet:
-        print(render_table(report), flush=True)
+    to_stdout = args.json == outputs.STDOUT
+    if not args.quiet:  # the table goes to stderr when the JSON has standard output
+        print(render_table(report), flush=True, file=sys.stderr if to_stdout else sys.stdout)
     try:
-        if args.json:
+        if to_stdout:
+            sys.stdout.write(report_json_text(report))
+        elif args.json:
             write_json(report, args.json)
         if args.html:
             write_html(report, args.html)

@@ -25,6 +25,7 @@ import numpy as np
 
 from kerasport.errors import BundleError, InputError, KerasportError
 from kerasport.examples.formats import check_readable, detect_format
+from kerasport.examples.text import check_header
 from kerasport.export.keras_model import check_model_file
 from kerasport.manifest import Manifest, read_manifest, sha256_file
 from kerasport.verify.compare import Comparison
@@ -120,14 +121,23 @@ def check_model_matches(
 
 
 def choose_gate(
-    settings: Settings, spec: BundleSpec, manifest: Manifest, files: Sequence[str], rows: int
+    settings: Settings,
+    spec: BundleSpec,
+    manifest: Manifest,
+    files: Sequence[str],
+    rows: int,
+    header: str = "auto",
 ) -> GateChoice:
     """The gate `settings` names, or this bundle's default (see `policies.choose_default`),
-    looking at the first chunk of examples only when the bundle leaves it open."""
+    looking at the first chunk of examples (read with `header`) only when the bundle
+    leaves it open."""
     if settings.gate is not None:
         return GateChoice(settings.gate, f"given (--gate {settings.gate})")
     return choose_default(
-        spec, manifest.feature_names, settings.is_snp_column, lambda: first_rows(files, rows)
+        spec,
+        manifest.feature_names,
+        settings.is_snp_column,
+        lambda: first_rows(files, rows, header),
     )
 
 
@@ -200,13 +210,15 @@ def verify_bundle(
     progress: bool = False,
     allow_source_mismatch: bool = False,
     allow_empty: bool = False,
+    header: str = "auto",
 ) -> Report:
     """Compare a bundle's backends with the Keras model it came from, over example files.
 
     Raises a KerasportError (BundleError, InputError, ...) for unusable inputs; a failed
     comparison is not an exception but a Report whose `passed` is False. Examples with no
     rows at all are an error unless `allow_empty` (a cohort shard, such as a region with no
-    candidates, whose 0-row report merges as nothing).
+    candidates, whose 0-row report merges as nothing). `header` says whether the first
+    row of a .csv/.tsv names its columns ("yes", "no", "auto"; `read_examples` says how).
     """
     from kerasport import runtime
 
@@ -219,6 +231,7 @@ def verify_bundle(
         raise InputError("an examples file is given more than once; its row ids would clash")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise InputError(f"chunk_rows must be a positive integer; got {chunk_rows!r}")
+    check_header(header)
     if progress and not progress_available():
         raise InputError(
             "the progress bar needs tqdm (pip install 'kerasport[report]'); "
@@ -231,7 +244,7 @@ def verify_bundle(
     model_sha = sha256_file(model)
     digests = input_digests(files)
     rows_per_chunk = chunk_rows_for(spec, chunk_rows, 1 + len(names))
-    choice = choose_gate(settings, spec, manifest, files, rows_per_chunk)
+    choice = choose_gate(settings, spec, manifest, files, rows_per_chunk, header)
     settings = dataclasses.replace(settings, gate=choice.spec)
     policy = settings.policy()
     policy.check(spec)
@@ -254,7 +267,7 @@ def verify_bundle(
             for name in names
         }
         sample_rows = sample_rows_for(spec, settings.invariance_rows)
-        stream = _Stream(files, rows_per_chunk, spec, policy, sample_rows)
+        stream = _Stream(files, rows_per_chunk, spec, policy, sample_rows, header)
         try:
             inputs, sample = stream.run(reference, classifiers, results, progress)
         except KerasportError as exc:
@@ -364,9 +377,10 @@ class _Stream:
         spec: BundleSpec,
         policy: DecisionPolicy,
         sample_rows: int,
+        header: str,
     ) -> None:
         self.files, self.chunk_rows, self.spec, self.policy = files, chunk_rows, spec, policy
-        self.sample_rows = sample_rows
+        self.sample_rows, self.header = sample_rows, header
 
     def run(
         self,
@@ -380,7 +394,11 @@ class _Stream:
         inputs = dict.fromkeys(self.files, 0)
         sample = _Sample(self.sample_rows)
         chunks = iter_chunks(
-            self.files, self.chunk_rows, self.spec.input.shape, self.policy.integer_features
+            self.files,
+            self.chunk_rows,
+            self.spec.input.shape,
+            self.policy.integer_features,
+            self.header,
         )
         with _progress(self.files, progress) as bar:
             for chunk in chunks:

@@ -106,14 +106,14 @@ def _array_chunks(
 
 
 def _file_chunks(
-    path: str | Path, rows: int, input_shape: tuple[int, ...], integers: bool
+    path: str | Path, rows: int, input_shape: tuple[int, ...], integers: bool, header: str
 ) -> Iterator[np.ndarray]:
     if not integers and _is_array_file(path):
         yield from _array_chunks(path, rows, input_shape)
         return
     from kerasport.examples import iter_example_chunks
 
-    for features in iter_example_chunks(path, rows):  # int64 (rows, features) tables
+    for features in iter_example_chunks(path, rows, header=header):  # int64 (rows, F)
         if len(input_shape) != 1:
             raise InputError(
                 f"{path}: a {formats.detect_format(path)} file holds a (rows, features) "
@@ -127,23 +127,27 @@ def iter_chunks(
     rows: int,
     input_shape: tuple[int, ...] | int,
     integers: bool = True,
+    header: str = "auto",
 ) -> Iterator[Chunk]:
     """Chunks of every file in order, each (n, *input_shape).
 
     `integers` reads DeepVariant's way (int64 tables; see the module's docstring). An int
-    `input_shape` is a (rows, features) table's width.
+    `input_shape` is a (rows, features) table's width. `header` is the text files' header
+    option (`kerasport.examples.read_examples`).
     """
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
     for path in files:
         first = 0
-        for features in _file_chunks(path, rows, shape, integers):
+        for features in _file_chunks(path, rows, shape, integers, header):
             if len(shape) == 1 and (features.ndim != 2 or features.shape[1] != shape[0]):
                 _wrong_width(path, features.shape[-1], shape[0])
             yield Chunk(str(path), first, features)
             first += len(features)
 
 
-def first_rows(files: Sequence[str | Path], rows: int) -> tuple[np.ndarray, str] | None:
+def first_rows(
+    files: Sequence[str | Path], rows: int, header: str = "auto"
+) -> tuple[np.ndarray, str] | None:
     """The first non-empty chunk of raw rows, as stored, and its file; None when no file
     has rows. For choosing a default gate only: values are not checked here, so the
     stream that follows reads (and judges) them again with the reading the gate needs.
@@ -156,7 +160,7 @@ def first_rows(files: Sequence[str | Path], rows: int) -> tuple[np.ndarray, str]
             if array.ndim >= 1 and array.shape[0]:
                 return np.asarray(array[:rows]), str(path)
             continue
-        for features in iter_example_chunks(path, rows):
+        for features in iter_example_chunks(path, rows, header=header):
             if len(features):
                 return features, str(path)
     return None

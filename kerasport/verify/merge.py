@@ -9,6 +9,12 @@ of disjoint inputs gives the report of their union, and is judged by the same ru
 of its examples files, model and bundle artifacts, and a report whose files have changed
 since is refused rather than merged (a workflow that reruns only changed shards relies on
 file times, which a copy that keeps them can fool).
+
+Nothing in a stored report is trusted: `load_report` refuses one whose content no longer
+matches its digest, or with any value out of its type, range or relation to the others
+(`schema.check_report_json`), naming the file and the field; and `merge_reports` refuses a
+report given twice (under any name) and examples counted twice (the same sha256, in one
+report or two), which would double every count and still pass.
 """
 
 from __future__ import annotations
@@ -30,13 +36,9 @@ _UNSET: Any = object()
 
 
 def load_report(path: str | Path) -> Report:
-    """Read a stored report, naming the file in any error."""
-    data = read_json(path)  # an InputError naming the file when it is not JSON
-    try:
-        return Report.from_json(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise InputError(f"{path}: not a usable kerasport verify report: {detail}") from exc
+    """Read a stored report: an InputError naming the file (and the field) when it is not
+    JSON, not a current report, edited since verify wrote it, or malformed."""
+    return Report.from_json(read_json(path), str(path))
 
 
 class _CurrentFiles:
@@ -161,6 +163,42 @@ def merged_settings(
     return dataclasses.replace(reports[0].settings, **values)
 
 
+def _refuse_repeats(reports: Sequence[Report], labels: Sequence[str]) -> None:
+    """Refuse a report given twice, or examples in two places: their rows would be counted
+    twice, and a cohort that passes once passes doubled.
+
+    A report is known by the digest of its content, so a copy under another name is the
+    same report; examples by the sha256 of their bytes, so a copy of the file is the same
+    examples. Files of 0 rows add nothing and may repeat (two empty shards are
+    byte-identical); so may inputs without a sha256 (a report built in memory), which
+    cannot be told apart.
+    """
+    first_seen: dict[str, str] = {}
+    for report, label in zip(reports, labels, strict=True):
+        digest = report.to_json()["digest"]
+        if digest in first_seen:
+            same = first_seen[digest]
+            where = f"{label} is given twice" if same == label else (
+                f"{same} and {label} are the same report")
+            raise InputError(
+                f"cannot merge: {where} (digest {digest[:12]}); its rows would count twice"
+            )
+        first_seen[digest] = label
+    examples: dict[str, tuple[str, str]] = {}
+    for report, label in zip(reports, labels, strict=True):
+        for item in report.inputs:
+            if not item.rows or item.sha256 is None:
+                continue
+            if item.sha256 in examples:
+                other, path = examples[item.sha256]
+                places = f"{other} ({path}) and {label} ({item.input})"
+                raise InputError(
+                    f"cannot merge: {places} verified the same examples (sha256 "
+                    f"{item.sha256[:12]}); their rows would count twice"
+                )
+            examples[item.sha256] = (label, item.input)
+
+
 def merge_reports(
     reports: Sequence[Report],
     labels: Sequence[str] | None = None,
@@ -194,6 +232,7 @@ def merge_reports(
     for name in first.backends:
         artifact = f"{name} artifacts (sha256)"
         _one_value(reports, labels, artifact, lambda r, n=name: r.backends[n].artifact_sha256)
+    _refuse_repeats(reports, labels)
 
     backends = {}
     for name, template in first.backends.items():

@@ -3,13 +3,15 @@
 The verdict is never stored as a fact to trust: it is recomputed from the numbers and the
 settings (`judge`), so a merged cohort report is judged by exactly the same rules as each
 of its parts. JSON is the storage format; its schema is versioned (`SCHEMA_VERSION`) and
-documented in docs/verify-report-schema.md.
+documented in docs/verify-report-schema.md. Nor is a stored number trusted: the JSON carries
+the digest of its own content, and `Report.from_json` refuses any report that fails it or
+the schema's checks (`schema.check_report_json`) before reading a value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,12 +19,8 @@ import kerasport
 from kerasport.verify.compare import Comparison
 from kerasport.verify.decisions import rule
 from kerasport.verify.invariance import Invariance
+from kerasport.verify.schema import SCHEMA, SCHEMA_VERSION, check_report_json, report_digest
 from kerasport.verify.settings import Settings
-
-SCHEMA = "kerasport-verify-report"
-# 2: any classifier: a gate policy (settings.gate, gate), outputs with positions (row ids
-# with a position, decision units), gate flips per group of the gate (gate_groups).
-SCHEMA_VERSION = 2
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -97,8 +95,9 @@ class ReferenceInfo:
 class InputInfo:
     """One examples file, how many rows it gave, and the sha256 of its bytes.
 
-    The sha256 lets a later merge refuse a report whose file has since changed (`--merge
-    --check-inputs`). It is None only in reports written before it was recorded.
+    The sha256 lets a merge refuse the same examples counted twice, and a report whose
+    file has since changed (`--merge --check-inputs`). It is None only in a report built
+    through the Python API without it, which cannot be read back to be merged.
     """
 
     input: str
@@ -107,8 +106,7 @@ class InputInfo:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputInfo:
-        sha256 = data.get("sha256")
-        return cls(str(data["input"]), int(data["rows"]), None if sha256 is None else str(sha256))
+        return cls(str(data["input"]), int(data["rows"]), str(data["sha256"]))
 
 
 @dataclass
@@ -239,7 +237,7 @@ class Report:
                 "verdict": {"passed": not reasons[name], "reasons": reasons[name]},
             }
         flat = [f"{name}: {reason}" for name, items in reasons.items() for reason in items]
-        return {
+        data = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "created": self.created,
@@ -256,19 +254,17 @@ class Report:
             "merged_from": list(self.merged_from),
             "verdict": {"passed": not flat, "exit_code": self.exit_code, "reasons": flat},
         }
+        data["digest"] = report_digest(data)
+        return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Report:
-        """Rebuild a report from its JSON (KeyError/ValueError/TypeError when malformed)."""
-        if data.get("schema") != SCHEMA:
-            raise ValueError(f"not a kerasport verify report (schema={data.get('schema')!r})")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(
-                f"report schema version {data.get('schema_version')!r} is not supported "
-                f"(this kerasport reads version {SCHEMA_VERSION})"
-            )
+    def from_json(cls, data: Any, source: str = "report") -> Report:
+        """Rebuild a report from its JSON, after `check_report_json` has refused (an
+        InputError naming `source` and the field) anything edited, malformed or out of
+        range. Fields this kerasport does not know are ignored."""
+        check_report_json(data, source)
         settings = Settings.from_json(data["settings"])
-        bundle = BundleInfo(**data["bundle"])
+        bundle = BundleInfo(**_known(BundleInfo, data["bundle"]))
         gate = data["gate"]
         backends = {
             name: BackendResult(
@@ -282,9 +278,9 @@ class Report:
         }
         return cls(
             settings=settings,
-            model=ModelInfo(**data["model"]),
+            model=ModelInfo(**_known(ModelInfo, data["model"])),
             bundle=bundle,
-            reference=ReferenceInfo(**data["reference"]),
+            reference=ReferenceInfo(**_known(ReferenceInfo, data["reference"])),
             inputs=[InputInfo.from_json(item) for item in data["inputs"]],
             backends=backends,
             warnings=list(data["warnings"]),
@@ -293,3 +289,9 @@ class Report:
             kerasport_version=str(data["kerasport_version"]),
             gate=GateInfo(str(gate["chosen_by"]), bool(gate["undecided"])),
         )
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of dataclass `cls` in `data`: a later kerasport may add others."""
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in data.items() if key in names}

@@ -224,10 +224,11 @@ def run_verify(args: argparse.Namespace) -> int:
     from kerasport.verify.merge import load_report
     from kerasport.verify.report import render_table
     from kerasport.workflow import layout
-    from kerasport.workflow.config import build_config
+    from kerasport.workflow.config import build_config, usable_path
     from kerasport.workflow.options import featurize_options, verify_options
 
     _require("keras", "matplotlib", *(("pysam",) if args.samples else ()))
+    usable_path(str(args.out.absolute()), "--out")
     config = build_config(
         args.model,
         args.bundle,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import os
 import re
 import reprlib
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,11 @@ from kerasport.workflow import layout
 
 SHEET_COLUMNS = ("sample", "reads", "region")
 SHEET_OPTIONAL = ("truth", "confident")
+SHARED_FILES = ("model", "bundle", "ref")  # the config's files that every shard's jobs read
+SHARD_FILES = ("examples", "reads", "truth", "confident")  # a shard's own
 _SHARD_ID = re.compile(rf"^{layout.SHARD_ID}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DIGEST_CHARS = 8  # of a shard id's sha256 suffix
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # every C0 control but tab, and DEL
 # A sheet is a line of some 200 bytes per sample: 16 MiB is some 80,000 samples.
 MAX_SHEET_BYTES = 16 << 20
@@ -54,6 +59,10 @@ class Shard:
     def describe(self) -> str:
         return self.examples or f"{self.reads} {self.region}"
 
+    def files(self) -> dict[str, str]:
+        """The files given for the shard, by role: its examples, or its reads (and labels)."""
+        return {role: path for role in SHARD_FILES if (path := getattr(self, role)) is not None}
+
 
 @dataclass(frozen=True)
 class WorkflowConfig:
@@ -78,15 +87,32 @@ class WorkflowConfig:
         shard = self.shard(shard_id)
         return shard.examples or layout.EXAMPLES.format(shard=shard_id)
 
+    def files(self) -> dict[str, str]:
+        """Every file the config names, by the run directory's link to it (layout.INPUT,
+        layout.SHARD_INPUT): what Snakemake is shown instead of the path (see links.py)."""
+        files = {layout.INPUT.format(role=role): path
+                 for role in SHARED_FILES if (path := getattr(self, role)) is not None}
+        for shard in self.shards:
+            files.update({layout.SHARD_INPUT.format(role=role, shard=shard.id): path
+                          for role, path in shard.files().items()})
+        return files
+
+    def examples_input(self, shard_id: str) -> str:
+        """What Snakemake is shown as the shard's examples: the link to the given file, or
+        featurize's output."""
+        if self.shard(shard_id).examples is None:
+            return layout.EXAMPLES.format(shard=shard_id)
+        return layout.SHARD_INPUT.format(role="examples", shard=shard_id)
+
     def featurize_inputs(self, shard_id: str) -> dict[str, str]:
-        """The files a shard's featurize job reads (Snakemake reruns it when one changes)."""
+        """The links to the files a shard's featurize job reads, by role (Snakemake reruns
+        the job when one of those files changes)."""
         shard = self.shard(shard_id)
         if shard.reads is None or self.ref is None:
             raise WorkflowConfigError(f"shard {shard_id} has no reads to featurize")
-        files = {"reads": shard.reads, "ref": self.ref}
-        files.update({k: v for k, v in (("truth", shard.truth), ("confident", shard.confident))
-                      if v is not None})
-        return files
+        links = {role: layout.SHARD_INPUT.format(role=role, shard=shard_id)
+                 for role in shard.files()}
+        return {**links, "ref": layout.INPUT.format(role="ref")}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -124,17 +150,25 @@ class WorkflowConfig:
         return config
 
     def check(self) -> None:
-        """Shard ids unique (each names a report file); shards of reads have a reference."""
+        """Shard ids unique, in any case (each names files, and a filesystem may not tell
+        `A` from `a`); shards of reads have a reference; every path can be given to a job."""
         seen: dict[str, Shard] = {}
         for shard in self.shards:
-            if shard.id in seen:
+            other = seen.get(shard.id.lower())
+            if other is not None:
                 raise WorkflowConfigError(
-                    f"{seen[shard.id].describe()} and {shard.describe()} would both be shard "
+                    f"{other.describe()} and {shard.describe()} would both be shard "
                     f"{shard.id!r} (shard ids name files); rename one"
                 )
-            seen[shard.id] = shard
+            seen[shard.id.lower()] = shard
         if self.ref is None and any(shard.reads for shard in self.shards):
             raise WorkflowConfigError("workflow config: shards with reads need 'ref' (a FASTA)")
+        for role in SHARED_FILES:
+            if (path := getattr(self, role)) is not None:
+                usable_path(path, role)
+        for shard in self.shards:
+            for role, path in shard.files().items():
+                usable_path(path, f"{role} file")
 
 
 def _text(data: dict[str, Any], key: str, where: str = "workflow config") -> str:
@@ -198,10 +232,64 @@ def _region(text: str, where: str) -> Region:
 # -- building a config from the command line ---------------------------------------------
 
 
-def _safe_id(text: str) -> str:
-    """A shard id from a file or sample name: unsafe runs become '_', '/' becomes '--'."""
-    parts = [_UNSAFE.sub("_", part).strip("_") for part in text.split(os.sep)]
+def shard_ids(names: Sequence[str]) -> list[str]:
+    """A shard id for each name (a file's path below the cohort's directory, or a sample
+    sheet's SAMPLE.CONTIG_START-END): readable, and the same on every run of the cohort.
+
+    The id is the name with each '/' as '--' when that is a valid id which gives the name
+    back. Otherwise (a space, a quote, a leading '-', an accent, a '--' of its own) it is the
+    name made valid (accents dropped, other runs of characters as '_', leading and trailing
+    punctuation cut) plus a hash of the name, so names made alike stay apart: `a b.npz` is
+    `a_b.npz-` and 8 hex digits, never `a_b.npz`'s `a_b.npz`, and `-rf.npz` is `rf.npz-...`,
+    which no parser takes for an option. Ids that differ only in case get the hash too, since
+    a filesystem may not tell their files apart. A clash left to chance (two 8-digit hashes
+    alike) is refused by WorkflowConfig.check, not let overwrite a shard.
+    """
+    readable = [_readable(name) for name in names]
+    spellings: dict[str, set[str]] = {}
+    for text in readable:
+        spellings.setdefault(text.lower(), set()).add(text)
+    return [
+        text
+        if text.split("--") == name.split(os.sep) and len(spellings[text.lower()]) == 1
+        else f"{text}-{_digest(name)}"
+        for name, text in zip(names, readable, strict=True)
+    ]
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:_DIGEST_CHARS]
+
+
+def _readable(name: str) -> str:
+    """The name as a valid shard id, '/' as '--' (what a reader recognizes it by)."""
+    parts = []
+    for part in name.split(os.sep):
+        letters = "".join(c for c in unicodedata.normalize("NFKD", part)
+                          if not unicodedata.combining(c))
+        parts.append(_UNSAFE.sub("_", letters).strip("._-"))
     return "--".join(part for part in parts if part) or "shard"
+
+
+def usable_path(path: str, what: str) -> str:
+    """`path`, if every job can be given it; otherwise WorkflowConfigError naming it.
+
+    Snakemake is never shown the cohort's paths (links.py) and jobs get them shell-quoted, so
+    braces, spaces, quotes, '$' or a leading '-' are all fine. A control character (a
+    newline) is not: a job's command line, its log and every message naming the file would
+    be cut at it. Nor is a name that is not UTF-8, which config.json and the reports cannot
+    hold as text.
+    """
+    junk = _CONTROL.search(path)
+    problem = f"control character 0x{ord(junk.group()):02x} in its name" if junk else None
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        problem = "its name is not UTF-8"
+    if problem:
+        raise WorkflowConfigError(f"{what} {path!r}: {problem}, which the workflow cannot pass "
+                                  "to its jobs; rename it")
+    return path
 
 
 def _existing_file(path: str | Path, what: str) -> str:
@@ -226,7 +314,7 @@ def shards_from_examples(patterns: Sequence[str]) -> list[Shard]:
 
     files: list[str] = []
     for pattern in patterns:
-        if glob.has_magic(pattern):
+        if glob.has_magic(pattern) and not os.path.exists(pattern):  # `a[1].npz` is a name
             matches = sorted(glob.glob(pattern, recursive=True))
         else:
             matches = [pattern]
@@ -239,7 +327,8 @@ def shards_from_examples(patterns: Sequence[str]) -> list[Shard]:
     if repeated:
         raise WorkflowConfigError(f"examples file(s) given more than once: {', '.join(repeated)}")
     root = os.path.commonpath([os.path.dirname(f) for f in files])
-    return [Shard(_safe_id(os.path.relpath(f, root)), examples=f) for f in files]
+    ids = shard_ids([os.path.relpath(f, root) for f in files])
+    return [Shard(shard_id, examples=f) for shard_id, f in zip(ids, files, strict=True)]
 
 
 def shards_from_sheet(sheet: str | Path) -> list[Shard]:
@@ -263,16 +352,23 @@ def shards_from_sheet(sheet: str | Path) -> list[Shard]:
             f"sample sheet {sheet}: {'; '.join(problems)} (its header line names the columns: "
             f"{', '.join(SHEET_COLUMNS)}, optionally {', '.join(SHEET_OPTIONAL)}; tab-separated)"
         )
-    shards = []
+    lines = []
     for number, row in rows[1:]:
         where = f"sample sheet {sheet} line {number}"
         if len(row) != len(header):
             raise WorkflowConfigError(f"{where}: {len(row)} fields for {len(header)} columns")
         cells = {name: value.strip() for name, value in zip(header, row, strict=True)}
-        shards.append(_sheet_shard(cells, path.parent, where))
-    if not shards:
+        for name in SHEET_COLUMNS:
+            if not cells[name]:
+                raise WorkflowConfigError(f"{where}: empty {name}")
+        region = _region(cells["region"], where)
+        label = f"{cells['sample']}.{region.contig}_{region.start + 1}-{region.end}"
+        lines.append((where, cells, label))
+    if not lines:
         raise WorkflowConfigError(f"sample sheet {sheet} has a header but no samples")
-    return shards
+    ids = shard_ids([label for _, _, label in lines])
+    return [_sheet_shard(cells, path.parent, where, shard_id)
+            for (where, cells, _), shard_id in zip(lines, ids, strict=True)]
 
 
 def _sheet_rows(path: Path) -> list[tuple[int, list[str]]]:
@@ -305,14 +401,9 @@ def _sheet_rows(path: Path) -> list[tuple[int, list[str]]]:
     return rows
 
 
-def _sheet_shard(cells: dict[str, str], base: Path, where: str) -> Shard:
-    """The shard of one sample sheet line, named `SAMPLE.CONTIG_START-END`."""
-    for name in SHEET_COLUMNS:
-        if not cells[name]:
-            raise WorkflowConfigError(f"{where}: empty {name}")
-    region = _region(cells["region"], where)
-    item = {"id": _safe_id(f"{cells['sample']}.{region.contig}_{region.start + 1}-{region.end}"),
-            "region": cells["region"]}
+def _sheet_shard(cells: dict[str, str], base: Path, where: str, shard_id: str) -> Shard:
+    """The shard of one sample sheet line (its id made of `SAMPLE.CONTIG_START-END`)."""
+    item = {"id": shard_id, "region": cells["region"]}
     for name in ("reads", *SHEET_OPTIONAL):
         if cells.get(name):
             item[name] = _existing_file(base / cells[name], f"{where}: {name}")

@@ -14,6 +14,12 @@ COHORT_JSON = "cohort.json"  # the merge
 COHORT_HTML = "cohort.html"
 VERDICT = "cohort.passed"  # touched only when the cohort passes: `snakemake`'s exit follows it
 
+# Links to the files the config names, which Snakemake is shown instead of their paths
+# (links.py says why): the model, bundle and reference, and each shard's own files (its
+# examples, or its reads, truth and confident regions), by role.
+INPUT = "inputs/{role}"
+SHARD_INPUT = "inputs/{role}/{shard}"
+
 FEATURIZE_LOG = "logs/featurize/{shard}.log"
 VERIFY_LOG = "logs/verify/{shard}.log"
 MERGE_LOG = "logs/merge.log"

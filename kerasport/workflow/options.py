@@ -52,11 +52,16 @@ def _checked(command: str, text: str, placeholders: list[str], owned: dict[str, 
     from kerasport.featurize import command as featurize_command
     from kerasport.verify import command as verify_command
 
-    words = shlex.split(text)
+    option = f"--{command}-args {text!r}"
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:  # an unclosed quote, or a trailing backslash
+        raise WorkflowConfigError(
+            f"{option}: {exc} (the options are split as a shell splits words)"
+        ) from None
     parser = _RaisingParser(prog="kerasport", add_help=False)
     stages = parser.add_subparsers(dest="command")
     (verify_command if command == "verify" else featurize_command).register(stages)
-    option = f"--{command}-args {text!r}"
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # --help would print it all
             parsed = parser.parse_args([command, *placeholders, *words])
