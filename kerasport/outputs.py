@@ -71,18 +71,21 @@ def kind_of(path: str | Path) -> str | None:
     return "not a regular file"
 
 
-def check_output_files(outputs: Sequence[Output], reads: Sequence[Input]) -> None:
+def check_output_files(
+    outputs: Sequence[Output], reads: Sequence[Input], parent_made: bool = False
+) -> None:
     """Refuse any of `outputs` (files to be written whole) that would lose data.
 
     An output may not be, or resolve to (a symlink, a hard link, `..` in the path), one of
     `reads`, lie inside an input directory (a bundle), be a directory, device, FIFO or socket,
-    lie in a directory that does not exist, or be the same file as another output.
+    lie in a directory that does not exist (unless `parent_made`: the command creates it),
+    or be the same file as another output.
     """
     written: list[Output] = []
     for output in outputs:
         if str(output.path) == STDOUT:
             continue
-        _check_file(output, reads)
+        _check_file(output, reads, parent_made)
         for earlier in written:
             if _same_path(earlier.path, output.path):
                 raise OutputError(
@@ -104,8 +107,8 @@ def check_output_dir(
     kind = kind_of(path)
     if path.exists() and kind != "a directory":
         shown = kind or "a regular file"
-        raise OutputError(f"{output.option} {path} is {shown}, not a directory; refusing to "
-                          "write into it")
+        raise OutputError(f"{output.option} {path} exists and is not a directory (it is "
+                          f"{shown}); refusing to write into it")
     for read in reads:
         if _same_path(read.path, path) or _inside(path, read.path):
             raise OutputError(f"{output.option} {path} is or lies inside the {read.what} "
@@ -113,17 +116,18 @@ def check_output_dir(
         if replaces and _inside(read.path, path):
             raise OutputError(f"{output.option} {path} holds the {read.what} {read.path}, "
                               "which replacing the directory would delete")
-    check_output_files([Output(f"{output.option} {path}:", path / name) for name in files], reads)
+    check_output_files([Output(f"{output.option} {path}:", path / name) for name in files], reads,
+                       parent_made=True)
 
 
-def _check_file(output: Output, reads: Sequence[Input]) -> None:
+def _check_file(output: Output, reads: Sequence[Input], parent_made: bool) -> None:
     path = Path(output.path)
     kind = kind_of(path)
     if kind is not None:
         raise OutputError(f"{output.option} {path} is {kind}, not a regular file; refusing to "
                           "write over it (give a file path)")
     resolved = path.resolve()
-    if not resolved.parent.is_dir():
+    if not parent_made and not resolved.parent.is_dir():
         raise OutputError(f"{output.option} {path}: directory {path.parent} does not exist")
     shown = f"{path} (which resolves to {resolved})" if resolved != path.absolute() else path
     for read in reads:

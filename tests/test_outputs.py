@@ -212,7 +212,7 @@ def test_export_never_writes_over_a_node(
         pytest.skip(f"mknod of /dev/{kind}'s copy needs root: SKIPPED")
     before = snapshot(nodes[kind])
     code, _, err = cli(["export", tiny["model"], "-o", nodes[kind]], capsys)
-    assert_refused(code, err, nodes[kind], "not a directory")
+    assert_refused(code, err, nodes[kind], "not a directory (it is a")
     assert snapshot(nodes[kind]) == before
 
 
@@ -231,7 +231,7 @@ def test_bench_never_writes_into_its_bundle_or_over_a_node(
     code, _, err = cli([*base, out], capsys)
     assert_refused(code, err, out / "results.json", "a FIFO")
     code, _, err = cli([*base, nodes["fifo"]], capsys)
-    assert_refused(code, err, nodes["fifo"], "a FIFO, not a directory")
+    assert_refused(code, err, nodes["fifo"], "not a directory (it is a FIFO)")
 
 
 @needs_root
@@ -330,3 +330,14 @@ def test_an_allocation_too_big_says_how_many_bytes_it_needed() -> None:
         f"{2**40 * 70 * 8:,} bytes"
     )
     assert "bytes of memory available" in available_memory()
+
+
+def test_a_cohort_run_directory_never_lies_in_its_bundle(
+    tiny: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("snakemake")
+    out = tiny["bundle"] / "run"
+    code, _, err = cli(["workflow", "verify", tiny["model"], tiny["bundle"], "--examples",
+                        tiny["good"], "--out", out], capsys)
+    assert_refused(code, err, out, "inside the bundle")
+    assert not out.exists()

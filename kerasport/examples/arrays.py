@@ -162,8 +162,8 @@ def load_npz(
             problem = inflation_problem([members[name] for name in wanted], path.stat().st_size)
             if problem:
                 raise ExamplesError(
-                    f"{path}: {problem} (a real table this compressible can be saved "
-                    "uncompressed, with np.savez, or as a .npy)"
+                    f"{path}: {problem} (save a real table uncompressed: np.savez, or a "
+                    ".npy)"
                 )
             arrays = {name: _read_member(archive, members[name], path) for name in wanted}
     except ExamplesError:

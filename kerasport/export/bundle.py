@@ -13,7 +13,7 @@ from kerasport.atomic import current_umask
 from kerasport.diskspace import write_error
 from kerasport.errors import BundleError, ExportError
 from kerasport.manifest import partial_prefix, read_manifest
-from kerasport.outputs import Input, Output, check_output_dir
+from kerasport.outputs import Input, Output, OutputError, check_output_dir
 
 
 def check_destination(out_dir: str | Path, model_path: str | Path | None = None) -> Path:
@@ -25,7 +25,10 @@ def check_destination(out_dir: str | Path, model_path: str | Path | None = None)
     """
     out = Path(out_dir).absolute()
     if model_path is not None:
-        check_output_dir(Output("-o", out), [Input("model", model_path)], replaces=True)
+        try:
+            check_output_dir(Output("-o", out), [Input("model", model_path)], replaces=True)
+        except OutputError as exc:
+            raise ExportError(str(exc)) from None
     if not out.exists():
         return out
     if not out.is_dir():

@@ -419,12 +419,12 @@ def _check_number(value: float, schema: Mapping[str, Any], path: str) -> None:
     # Report.from_json may hold both, and an integer of 10**400 parses.
     if isinstance(value, float) and not math.isfinite(value):
         raise _Invalid(path, f"{value} is not a finite number")
-    if isinstance(value, int) and abs(value) > sys.float_info.max:
-        raise _Invalid(path, f"{_show(value)} is beyond any float64")
     if "minimum" in schema and value < schema["minimum"]:
         raise _Invalid(path, f"{_show(value)} is below the minimum {schema['minimum']}")
     if "maximum" in schema and value > schema["maximum"]:
         raise _Invalid(path, f"{_show(value)} is above the maximum {schema['maximum']:,}")
+    if isinstance(value, int) and abs(value) > sys.float_info.max:
+        raise _Invalid(path, f"{_show(value)} is beyond any float64")
 
 
 def _check_object(value: dict[str, Any], schema: Mapping[str, Any], path: str) -> None:
@@ -714,6 +714,8 @@ def _kind(value: Any) -> str:
 
 def _show(value: Any) -> str:
     """A value as JSON would spell it, cut short: never a whole 10**400 or a huge list."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        return f"an integer of {len(str(abs(value)))} digits"
     try:
         text = json.dumps(value, ensure_ascii=True)
     except (TypeError, ValueError):

@@ -216,6 +216,16 @@ def _stale_lock(run_dir: Path) -> bool:
     return locks.is_dir() and any(locks.iterdir())
 
 
+def _check_run_dir(run_dir: Path, config: Any, sheet: str | None) -> None:
+    """Refuse an --out that is, or lies inside, a file the cohort reads (the bundle, an
+    examples file), or that is not a directory, before any job."""
+    from kerasport import outputs
+
+    reads = [outputs.Input(link.split("/")[1], path) for link, path in config.files().items()]
+    reads += outputs.inputs("sample sheet", [sheet] if sheet else None)
+    outputs.check_output_dir(outputs.Output("--out", run_dir), reads)
+
+
 def run_verify(args: argparse.Namespace) -> int:
     """Run `kerasport workflow verify`; return the cohort verdict (0, 1) or 2."""
     import snakemake  # noqa: F401  (the workflow extra: named first when it is missing)
@@ -239,6 +249,7 @@ def run_verify(args: argparse.Namespace) -> int:
         featurize_args=featurize_options(args.featurize_args),
     )
     run_dir = args.out.absolute()
+    _check_run_dir(run_dir, config, args.samples)
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / layout.CONFIG) as tmp:
         tmp.write_text(json.dumps(config.to_json(), indent=1) + "\n")
