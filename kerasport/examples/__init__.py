@@ -5,7 +5,8 @@
         ...                                             # int64 (<=rows, F), flat memory
 
 Formats, chosen by file name: `.npy`, `.npz`, `.csv`, `.tsv` (optional header of feature
-names; a `label` column holds class ids), `.tfrecord` and `.tfrecord.gz` (DeepVariant's
+names, never guessed where a guess could be wrong: `header=` and `text` say how; a `label`
+column holds class ids), `.tfrecord` and `.tfrecord.gz` (DeepVariant's
 `features/encoded` and one-hot `label/encoded`, read without TensorFlow). Every problem is
 an `ExamplesError` (a ValueError) naming the file and, where it can, the row.
 

@@ -45,9 +45,9 @@ DELIMITERS = {"csv": ",", "tsv": "\t"}
 HEADER_CHOICES = ("auto", "yes", "no")
 HEADER_HELP = (
     "whether the first row of a .csv/.tsv examples file names the columns: yes, no (it is "
-    "data), or auto: a header when a cell is a name (not a number), else data, except that "
-    "a first row of the column indices 0,1,..,F-1 (the header pandas writes for unnamed "
-    "columns) is refused as ambiguous (default: %(default)s)"
+    "data), or auto: a header when a cell is a name (a letter, and no number), else data, "
+    "except that a first row of the column indices 0,1,..,F-1 (the header pandas writes "
+    "for unnamed columns) is refused as ambiguous (default: %(default)s)"
 )
 
 # ASCII whitespace, which numpy's parser also skips around a number; any other (a
