@@ -70,10 +70,7 @@ def _staleness(report: Report, files: _CurrentFiles) -> str | None:
     """What no longer matches the files `report` verified, or None when all still do."""
     for item in report.inputs:
         if item.sha256 is None:
-            return (
-                f"input {item.input} has no recorded sha256 (the report predates input "
-                "hashes)"
-            )
+            return f"input {item.input} has no recorded sha256 (a report built in memory)"
         now = files.sha256(item.input)
         if now != item.sha256:
             return _changed("examples file", item.input, now, item.sha256)

@@ -90,12 +90,6 @@ def _triples(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_AXIS = {
-    "type": "object",
-    "required": ["kind"],
-    "properties": {"kind": {"enum": ["linear", "log10"]}},
-}
-
 _SHAPE = {"type": "array", "items": _POSITIVE}
 _POSITION = {"type": "array", "items": _INT}
 ROW_ID = _object({"input": _STR, "row": _INT, "position": _POSITION})
@@ -118,7 +112,30 @@ ULP_HISTOGRAM = _object(
         "bins": _triples(_ULP, _ULP),
     }
 )
-HISTOGRAM_2D = _object({"x": _AXIS, "y": _AXIS, "cells": _triples(_INT, _INT)})
+
+
+def _histogram_2d(histogram: Histogram2D) -> dict[str, Any]:
+    """A 2-D histogram with exactly this kerasport's axes (a report of other bins cannot
+    be added to them), its cells inside them."""
+
+    def axis(described: dict[str, Any]) -> dict[str, Any]:
+        return _object({key: {"const": value} for key, value in described.items()}, extra=False)
+
+    def bins(size: int) -> dict[str, Any]:
+        return {"type": "integer", "minimum": 0, "maximum": size - 1}
+
+    x, y = histogram.x_axis, histogram.y_axis
+    return _object(
+        {
+            "x": axis(x.describe()),
+            "y": axis(y.describe()),
+            "cells": _triples(bins(x.size), bins(y.size)),
+        }
+    )
+
+
+DP_VS_P = _histogram_2d(dp_vs_p_histogram())
+GQ_DIFF_VS_GQ = _histogram_2d(gq_diff_histogram())
 
 WORST_ROW = _object(
     {
@@ -194,8 +211,8 @@ BACKEND = _object(
         "mean_gq_diff": _NONNEG,
         "sum_gq_diff": _NONNEG,
         "invalid": _object({"reference": VALIDITY, "candidate": VALIDITY}),
-        "dp_vs_p": HISTOGRAM_2D,
-        "gq_diff_vs_gq": HISTOGRAM_2D,
+        "dp_vs_p": DP_VS_P,
+        "gq_diff_vs_gq": GQ_DIFF_VS_GQ,
         "worst_rows": {"type": "array", "items": WORST_ROW},
         "artifact_sha256": _STR,
         "seconds": _NONNEG,
@@ -484,10 +501,31 @@ def _check_consistent(data: dict[str, Any]) -> None:
     total = sum(item["rows"] for item in data["inputs"])
     if rows != total:
         raise _Invalid("rows", f"{rows:,} is not the sum of inputs[].rows ({total:,})")
-    bundle = data["bundle"]
-    shape = tuple(bundle["output_shape"]) or (bundle["num_classes"],)
+    shape = _check_shapes(data["model"], data["bundle"])
     for name, entry in data["backends"].items():
         _Backend(_field("backends", name), entry, rows, sizes, settings, groups).check(shape)
+
+
+def _check_shapes(model: dict[str, Any], bundle: dict[str, Any]) -> tuple[int, ...]:
+    """The model's F and C are its shapes', and the bundle has its shapes (verify refuses
+    any other bundle); returns a row's output shape."""
+    shapes = {}
+    for side, info in (("model", model), ("bundle", bundle)):
+        # An empty shape means the (F,) -> (C,) default, as ModelInfo and BundleInfo read it.
+        shapes[side] = (tuple(info["input_shape"]) or (info["num_features"],),
+                        tuple(info["output_shape"]) or (info["num_classes"],))
+    inputs, outputs = shapes["model"]
+    if math.prod(inputs) != model["num_features"]:
+        raise _Invalid("model.num_features", f"{model['num_features']:,} is not the product "
+                                             f"of input_shape {list(inputs)}")
+    if outputs[-1] != model["num_classes"]:
+        raise _Invalid("model.num_classes", f"{model['num_classes']:,} is not the last axis "
+                                            f"of output_shape {list(outputs)}")
+    for index, field in enumerate(("input_shape", "output_shape")):
+        if shapes["bundle"][index] != shapes["model"][index]:
+            raise _Invalid(f"bundle.{field}", f"{list(shapes['bundle'][index])} is not the "
+                                              f"model's {list(shapes['model'][index])}")
+    return outputs
 
 
 class _Backend:
@@ -538,11 +576,8 @@ class _Backend:
             self.at_most(f"invalid.{side}", invalid, units, "the decision units compared")
             self.check_ids(f"invalid.{side}.rows", validity["rows"], min(invalid, limit))
         self.check_ulp_histogram()
-        for field, histogram, count in (
-            ("dp_vs_p", dp_vs_p_histogram(), "compared_values"),
-            ("gq_diff_vs_gq", gq_diff_histogram(), "gq_rows"),
-        ):
-            self.check_cells(field, histogram, count)
+        self.check_cells("dp_vs_p", "compared_values")
+        self.check_cells("gq_diff_vs_gq", "gq_rows")
         self.check_worst_rows()
         self.check_invariance()
 
@@ -550,7 +585,9 @@ class _Backend:
         """Outputs per row are the bundle's, and decisions the rows times their positions."""
         classes, positions = self.entry["num_classes"], self.positions
         if (classes is None) != (positions is None):
-            raise self.fail("positions", "and num_classes must both be null (no rows) or neither")
+            null, other = ("num_classes", "positions") if classes is None else (
+                "positions", "num_classes")
+            raise self.fail(null, f"is null, but {other} is not")
         if positions is None or classes is None:
             if self.rows:
                 raise self.fail("num_classes", f"is null, but {self.rows:,} rows were compared")
@@ -598,7 +635,8 @@ class _Backend:
         name = row["input"]
         if name not in self.sizes:
             raise self.fail(f"{field}.input", f"{_show(name)} is none of the report's inputs")
-        self.at_most(f"{field}.row", row["row"], self.sizes[name] - 1, f"the last row of {name}")
+        self.at_most(f"{field}.row", row["row"], self.sizes[name] - 1,
+                     f"the last row of {_show(name)}")
         position, dims = row["position"], self.positions or ()
         if len(position) != len(dims) or any(
             i >= d for i, d in zip(position, dims, strict=True)
@@ -628,22 +666,15 @@ class _Backend:
             raise self.fail("max_ulp", f"{max_ulp:,} is not in the histogram's top bin "
                                        f"[{top[0]:,}, {top[1]:,}]")
 
-    def check_cells(self, field: str, histogram: Histogram2D, count: str) -> None:
-        """Axes of this kerasport, cells inside them and each once, counting `count`."""
-        data = self.entry[field]
-        for axis, expected in (("x", histogram.x_axis), ("y", histogram.y_axis)):
-            if data[axis] != expected.describe():
-                raise self.fail(f"{field}.{axis}", f"is not this kerasport's axis "
-                                                   f"{expected.describe()}")
+    def check_cells(self, field: str, count: str) -> None:
+        """Each cell once (the schema holds them inside the axes), counting `count`."""
+        cells = self.entry[field]["cells"]
         seen: set[tuple[int, int]] = set()
-        for index, (i, j, _) in enumerate(data["cells"]):
-            if i >= histogram.x_axis.size or j >= histogram.y_axis.size:
-                raise self.fail(f"{field}.cells[{index}]", f"cell ({i}, {j}) is outside the "
-                                f"{histogram.x_axis.size} x {histogram.y_axis.size} bins")
+        for index, (i, j, _) in enumerate(cells):
             if (i, j) in seen:
                 raise self.fail(f"{field}.cells[{index}]", f"repeats the cell ({i}, {j})")
             seen.add((i, j))
-        self.check_total(f"{field}.cells", data["cells"], count)
+        self.check_total(f"{field}.cells", cells, count)
 
     def check_total(self, field: str, triples: list[list[int]], count: str) -> None:
         total = sum(triple[2] for triple in triples)
